@@ -1,0 +1,86 @@
+"""The seed's Conv3D network, in PyTorch.
+
+Three blocks of Conv3d(3x3x3, same padding) -> ReLU -> BatchNorm -> MaxPool3d(2) -> Dropout, global
+average pooling, then Dense 256 -> 128 -> n_classes. Input is expand()'s (B, 4, 10, n_mels, frames):
+RGBA channels over 10 luminance layers. Global pooling makes it accept any number of frames >= 8, so
+it trains on time crops and labels long audio window by window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    in_channels: int = 4          # RGBA
+    channels: tuple = (32, 64, 128)
+    dropouts: tuple = (0.25, 0.25, 0.3)
+    hidden: tuple = (256, 128)
+    n_classes: int = 2
+    classes: tuple = ("music", "speech")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown NetConfig keys: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+class Block(nn.Module):
+    def __init__(self, c_in: int, c_out: int, dropout: float):
+        super().__init__()
+        self.conv = nn.Conv3d(c_in, c_out, kernel_size=3, padding=1)
+        self.bn = nn.BatchNorm3d(c_out)
+        self.pool = nn.MaxPool3d(2)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.drop(self.pool(self.bn(torch.relu(self.conv(x)))))
+
+
+class Conv3DNet(nn.Module):
+    def __init__(self, cfg: NetConfig = NetConfig()):
+        super().__init__()
+        self.cfg = cfg
+        c_in, blocks = cfg.in_channels, []
+        for c_out, p in zip(cfg.channels, cfg.dropouts):
+            blocks.append(Block(c_in, c_out, p))
+            c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        dims = (cfg.channels[-1], *cfg.hidden)
+        layers = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        self.head = nn.Sequential(*layers, nn.Linear(dims[-1], cfg.n_classes))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 4, 10, n_mels, frames) -> (B, C, D', H', frames // 8) feature map before pooling."""
+        return self.blocks(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)                  # (B, C, D', H', W')
+        h = h.mean(dim=(2, 3, 4))             # (B, C) global average pooling
+        return self.head(h)                   # (B, n_classes) logits
+
+    def local_logits(self, x: torch.Tensor, pool_frames: int) -> torch.Tensor:
+        """Logits for consecutive time stretches of one forward pass: average-pool the feature map over
+        pool_frames // 8 of its time steps instead of all of them. (B, ...) -> (B, n_local, n_classes)."""
+        h = self.features(x).mean(dim=(2, 3))                      # (B, C, W')
+        k = max(1, pool_frames // 8)
+        h = nn.functional.avg_pool1d(h, kernel_size=k, stride=k, ceil_mode=True)  # (B, C, n_local)
+        return self.head(h.transpose(1, 2))                        # (B, n_local, n_classes)
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)

@@ -1,0 +1,40 @@
+import io
+
+import torch
+
+from model import Conv3DNet, FeatureConfig, NetConfig, count_parameters, load_checkpoint, save_checkpoint
+
+
+def test_parameter_count_matches_seed():
+    # the seed's Keras model reports 347,234, which counts BatchNorm's 448 running statistics too
+    assert count_parameters(Conv3DNet()) == 346_786
+
+
+def test_forward_any_frame_count():
+    torch.manual_seed(0)
+    net = Conv3DNet().eval()
+    for frames in (64, 216):
+        out = net(torch.rand(2, 4, 10, 128, frames))
+        assert out.shape == (2, 2) and torch.isfinite(out).all()
+    local = net.local_logits(torch.rand(1, 4, 10, 128, 216), pool_frames=43)
+    assert local.shape == (1, 6, 2)      # 216 frames -> 27 pooled steps -> 6 stretches of 5 (last shorter)
+
+
+def test_seed_input_shape_runs():
+    net = Conv3DNet().eval()
+    with torch.no_grad():
+        assert net(torch.rand(1, 4, 10, 128, 1292)).shape == (1, 2)
+
+
+def test_config_and_checkpoint_round_trip():
+    cfg = NetConfig(channels=(8, 16, 32), hidden=(16, 8))
+    assert NetConfig.from_dict(cfg.to_dict()) == cfg
+    torch.manual_seed(0)
+    net = Conv3DNet(cfg).eval()
+    x = torch.rand(2, 4, 10, 32, 40)
+    buf = io.BytesIO()
+    save_checkpoint(buf, net, FeatureConfig(n_mels=32), epoch=3, metrics={"acc": 0.5})
+    buf.seek(0)
+    net2, fcfg, ckpt = load_checkpoint(buf)             # torch.load(weights_only=True) inside
+    assert fcfg == FeatureConfig(n_mels=32) and net2.cfg == cfg and ckpt["epoch"] == 3
+    assert torch.equal(net(x), net2(x))

@@ -1,0 +1,106 @@
+"""Decoding (every error case, resampling, down-mixing, streaming) and local storage helpers."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipelines import storage
+from pipelines.demo import make_clip, wav_bytes, write_demo
+from pipelines.storage import DecodeError, decode, decode_bytes, iter_decoded_blocks
+
+
+@pytest.fixture
+def tone():
+    t = np.arange(22050 * 2) / 22050
+    return (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG", "MP3"])
+def test_formats_decode(tmp_path, tone, fmt):
+    p = tmp_path / f"a.{fmt.lower()}"
+    sf.write(p, tone, 22050, format=fmt)
+    x, info = decode(str(p))
+    assert info.sample_rate == 22050 and info.channels == 1
+    assert abs(len(x) - len(tone)) < 2400                   # MP3/OGG pad a little
+    assert x.dtype == np.float32 and 0.3 < np.abs(x).max() < 0.7
+
+
+def test_resample_and_downmix(tmp_path):
+    sr = 44100
+    t = np.arange(sr * 2) / sr
+    left = 0.6 * np.sin(2 * np.pi * 1000 * t)
+    stereo = np.stack([left, np.zeros_like(left)], axis=1).astype(np.float32)   # right channel silent
+    p = tmp_path / "stereo.wav"
+    sf.write(p, stereo, sr, subtype="FLOAT")
+    x, info = decode(str(p))
+    assert (info.sample_rate, info.channels, info.frames) == (44100, 2, 2 * sr)
+    assert len(x) == 2 * 22050
+    # down-mix is the channel mean: amplitude 0.3, still a 1 kHz tone after resampling
+    assert abs(np.abs(x[1000:-1000]).max() - 0.3) < 0.01
+    spectrum = np.abs(np.fft.rfft(x))
+    assert abs(np.argmax(spectrum) * 22050 / len(x) - 1000) < 2
+
+
+@pytest.mark.parametrize("case,match", [
+    ("empty", "empty file"),
+    ("truncated", "truncated"),
+    ("text", "not decodable"),
+    ("header-only", "not decodable"),
+    ("missing", "no such file"),
+])
+def test_decode_errors_name_the_file(tmp_path, tone, case, match):
+    good = wav_bytes(tone)
+    p = tmp_path / f"{case}.wav"
+    data = {"empty": b"", "truncated": good[: len(good) // 2], "text": b"this is not audio\n" * 50,
+            "header-only": good[:30]}.get(case)
+    if data is not None:
+        p.write_bytes(data)
+    with pytest.raises(DecodeError, match=match) as e:
+        decode(str(p))
+    assert str(p) in str(e.value)
+
+
+def test_streaming_blocks_equal_whole_decode(tmp_path):
+    x = np.random.default_rng(0).standard_normal((16000 * 7 + 13, 2)).astype(np.float32) * 0.1
+    for sr in (16000, 44100, 22050):
+        p = tmp_path / f"s{sr}.wav"
+        sf.write(p, x, sr, subtype="FLOAT")
+        whole, _ = decode(str(p))
+        blocks = list(iter_decoded_blocks(str(p), 2.0))
+        assert [round(b[0], 6) for b in blocks[:2]] == [0.0, 2.0]
+        # same samples as decoding the whole file, up to float rounding of the resampler
+        np.testing.assert_allclose(np.concatenate([b[1] for b in blocks]), whole, rtol=0, atol=1e-6)
+    with pytest.raises(DecodeError, match="empty"):
+        (tmp_path / "e.wav").write_bytes(b"")
+        list(iter_decoded_blocks(str(tmp_path / "e.wav"), 2.0))
+
+
+def test_labels_from_paths_and_listing(tmp_path):
+    assert storage.label_and_split("/a/train/music/x.wav") == ("music", "train")
+    assert storage.label_and_split("s3://b/p/test/speech/y.flac") == ("speech", "test")
+    assert storage.label_and_split("/a/archive/z.wav") == (None, None)
+    uris = write_demo(str(tmp_path / "demo"), per_class=2, seconds=1.0)
+    (tmp_path / "demo" / "notes.txt").write_text("not audio")
+    listed = storage.list_audio(str(tmp_path / "demo"))
+    assert listed == sorted(uris) and len(listed) == 4
+    with pytest.raises(storage.StorageError, match="does not exist"):
+        storage.list_audio(str(tmp_path / "nope"))
+
+
+def test_manifest(tmp_path):
+    (tmp_path / "m.csv").write_text("path,label,split\na.wav,music,train\n/abs/b.wav,speech\n")
+    rows = storage.read_manifest(str(tmp_path / "m.csv"))
+    assert rows == [{"uri": str(tmp_path / "a.wav"), "label": "music", "split": "train"},
+                    {"uri": "/abs/b.wav", "label": "speech", "split": None}]
+    (tmp_path / "bad.csv").write_text("a.wav,noise\n")
+    with pytest.raises(ValueError, match="noise"):
+        storage.read_manifest(str(tmp_path / "bad.csv"))
+
+
+def test_demo_is_deterministic_and_distinct():
+    a, b = make_clip("music", 2.0, 5), make_clip("music", 2.0, 5)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, make_clip("music", 2.0, 6))
+    assert len(make_clip("speech", 2.0, 5)) == 44100
+    x, info = decode_bytes(wav_bytes(a), "mem")
+    assert info.duration == 2.0 and np.abs(x - a).max() < 1e-4
