@@ -1,0 +1,111 @@
+"""Shared real parts for the tests: one local Ray per session, a real S3 endpoint on 127.0.0.1 (moto's
+server mode), and generated audio. Every process gets the same RAY_AUTH_MODE."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+os.environ["RAY_AUTH_MODE"] = "disabled"          # the same for this process, its workers and `ray start`
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray for in-process job runs (jobs call ray.init only when Ray is not up yet)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, object_store_memory=300 * 1024**2, include_dashboard=False,
+             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": REPO, "RAY_AUTH_MODE": "disabled"}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on a loopback port; the credentials go into os.environ so that this process and
+    every Ray worker (given S3Options or the same environment) reach it. Yields the endpoint URL."""
+    port = free_port()
+    proc = subprocess.Popen([os.path.join(BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_ENDPOINT_URL=url,
+                      AWS_DEFAULT_REGION="us-east-1")
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=10)
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def bucket(s3_server):
+    """A fresh bucket on the local S3 endpoint; yields its name."""
+    import uuid
+
+    import boto3
+
+    name = "t-" + uuid.uuid4().hex[:12]
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A real two-node Ray cluster on this machine (`ray start --head` + `ray start --address`), for
+    `ray job submit`. Yields (dashboard URL, GCS address)."""
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), RAY_AUTH_MODE="disabled")
+    ray = os.path.join(BIN, "ray")
+    port, dash = free_port(), free_port()
+    tmp = str(tmp_path_factory.mktemp("raycluster"))
+    common = ["--num-cpus=2", "--object-store-memory=200000000", "--disable-usage-stats"]
+
+    def own_ports():  # each node's agents on free ports: the session's other Ray holds the defaults
+        return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+
+    subprocess.run([ray, "start", "--head", f"--port={port}", *own_ports(),
+                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
+                    f"--temp-dir={tmp}", *common], env=env, check=True, capture_output=True)
+    try:
+        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", *own_ports(), *common],
+                       env=env, check=True, capture_output=True)
+        yield f"http://127.0.0.1:{dash}", f"127.0.0.1:{port}", env
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def submit_job(dashboard: str, env: dict, entrypoint: list, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The literal `ray job submit --address URL --working-dir . -- python ...`, from the repo root.
+    Right after `ray start` the head's job agent may not be up yet ("No available agent"): retry that."""
+    cmd = [os.path.join(BIN, "ray"), "job", "submit", "--address", dashboard, "--working-dir", ".", "--", *entrypoint]
+    deadline = time.time() + 120
+    while True:
+        r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        if r.returncode == 0 or "No available agent" not in r.stdout + r.stderr or time.time() > deadline:
+            return r
+        time.sleep(3)
