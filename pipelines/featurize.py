@@ -232,10 +232,7 @@ def main(argv=None) -> int:
         ds = ray.data.from_items(items, override_num_blocks=n_blocks)
         ds = ds.map_batches(featurize_files, batch_size=a.files_per_task, batch_format="numpy",
                             fn_kwargs={"cfg_dict": cfg.to_dict(), "s3": s3, "errors_dir": errors_dir},
-                            compute=TaskPoolStrategy(), num_cpus=a.num_cpus,
-                            # the inputs are tiny URIs: spread the decode work over all nodes
-                            # instead of keeping it beside the driver's blocks
-                            scheduling_strategy="SPREAD")
+                            compute=TaskPoolStrategy(), num_cpus=a.num_cpus)  # Ray Data's default scheduling already SPREADs tasks over the nodes
         # no min_rows_per_file: Ray would bundle the (one-row-per-file) input blocks up to it and run
         # everything in one task; shard size is set by --files-per-task instead
         ds.write_parquet(storage.arrow_path(run_dir), filesystem=storage.arrow_fs(out, s3), compression="zstd")
