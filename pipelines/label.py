@@ -1,0 +1,736 @@
+"""label: bulk archive labeling (batch inference): audio of any length -> per-file labels and music/speech
+segment timelines, on Ray Data.
+
+    # a folder (or one file), locally
+    python pipelines/label.py --input DIR --model model.pt --output OUT
+    # a bucket, on a cluster (the checkpoint may be local to the driver or s3://)
+    ray job submit --address http://HEAD:8265 --working-dir . -- \\
+        python pipelines/label.py --input s3://bucket/archive --model s3://bucket/model.pt --output s3://bucket/labels
+    # more: --list uris.csv, --csv, --plot timeline.png [--plot-uri URI], --resume, --overwrite
+
+The driver lists the files; Ray streams them through two stages and nothing runs until the driver
+consumes the scored windows:
+  1. decode + window + featurize (plain function, Ray tasks): storage.iter_decoded_blocks streams each
+     file in blocks, so an hour-long file is never decoded whole; each analysis window (--window-seconds,
+     --hop-seconds; default the checkpoint's window, no overlap) goes through model.featurize exactly as in
+     training and travels as its uint8 colormap index. A file that fails to decode yields an error row.
+  2. the network (a class, ActorPoolStrategy): loads the checkpoint once per actor and scores windows in
+     batches. Segment resolution comes from the network being fully convolutional up to its global
+     pooling: one pass over a long window pools the feature map over ~--resolution-seconds stretches
+     (Conv3DNet.local_logits). `FastConv3D` computes the same numbers faster (tests prove equality):
+     the first convolution becomes a table lookup on the uint8 index (its input is one-hot in the
+     luminance layer), max pooling runs before ReLU/BatchNorm (both monotone per channel) and the
+     convolutions call oneDNN directly.
+The driver assembles each file's windows into a timeline (overlapping windows are averaged), merges
+adjacent pieces of one label into segments, smooths segments shorter than --min-segment-seconds away,
+and checkpoints finished files into OUT/parts/ so that --resume after a crash labels only the rest.
+
+Output (plain Parquet; CSV too with --csv):
+    OUT/files.parquet     uri, duration, label, confidence, fraction_music, fraction_speech, windows, status, error
+    OUT/segments.parquet  uri, start, end, label, probability (mean probability of the label over the segment)
+    OUT/label_config.json the model (uri, sha256) and the labeling settings
+    OUT/_SUCCESS.json     written last: the summary; a finished output is refused without --resume/--overwrite
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+import uuid
+
+if __package__ in (None, ""):  # `python pipelines/label.py`: make the repository root importable
+    _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, _ROOT)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+
+from model import FeatureConfig, featurize  # noqa: E402
+from pipelines import storage  # noqa: E402
+from pipelines.storage import S3Options  # noqa: E402
+
+STEP = 8  # the network pools time by 2 three times: one feature-map step = 8 spectrogram frames
+
+# ------------------------------------------------------------------------------------------------
+# the exact fast forward
+
+
+def _torch():
+    import torch
+    import torch.nn.functional as F
+    return torch, F
+
+
+class FastConv3D:
+    """Conv3DNet's eval forward on the uint8 colormap index, without expand(); same numbers within float
+    rounding (tests/pipelines/test_label.py compares it with net.local_logits(expand(index))).
+
+    1. conv 1 as a lookup: expand() puts each pixel's RGBA into exactly one of n_bins luminance layers, so
+       the 3x3x3 convolution at (d, h, w) is a sum over the 9 (kh, kw) neighbours of a table row chosen by
+       the neighbour's index: T[kh, kw, index] (n_bins x C_out values, zero where |layer - d| > 1). One
+       F.embedding_bag(mode='sum') per chunk of frames (index 256 = zero padding; the bias rides on the
+       centre tap, which is never padding).
+    2. pool first: eval BatchNorm is a per-channel affine map y*s + t and ReLU is monotone, so
+       maxpool(bn(relu(y))) == bn(relu(maxpool(y))) where s >= 0 and bn(relu(-maxpool(-y))) where s < 0
+       (the conv of such channels is negated: exact). Pooling first cuts ReLU/BN work 8x.
+    3. convolutions 2 and 3 call oneDNN directly in channels_last_3d (PyTorch's dispatcher falls back to
+       a slow im2col kernel for batch 1) on CPU; F.conv3d elsewhere.
+    """
+
+    def __init__(self, net, n_bins: int = 10, chunk_frames: int = 256, device="cpu"):
+        torch, F = _torch()
+        if chunk_frames % 2:
+            raise ValueError("chunk_frames must be even")
+        from model.features import colormap_rgba, luminance_bins
+
+        self.net, self.n_bins, self.chunk, self.device = net.eval().to(device), n_bins, chunk_frames, torch.device(device)
+        blocks = list(net.blocks)
+        self.signs, self.bns = [], []
+        for b in blocks:
+            s = torch.where(b.bn.weight.detach() < 0, -1.0, 1.0).to(self.device)
+            self.signs.append(s)
+            self.bns.append(b.bn)
+        c0 = blocks[0].conv
+        if c0.kernel_size != (3, 3, 3) or c0.padding != (1, 1, 1) or c0.in_channels != 4:
+            raise ValueError("FastConv3D expects the seed's 3x3x3 'same' convolutions on RGBA input")
+        s0 = self.signs[0].double().cpu()
+        W = c0.weight.detach().double().cpu() * s0.view(-1, 1, 1, 1, 1)          # (O, 4, kd, kh, kw)
+        rgba, L = torch.from_numpy(colormap_rgba()), torch.from_numpy(luminance_bins(n_bins))
+        O = W.shape[0]
+        T = torch.zeros(3, 3, 257, n_bins, O, dtype=torch.float64)
+        for d in range(n_bins):
+            kd = L - d + 1
+            ks = torch.nonzero((kd >= 0) & (kd <= 2))[:, 0]
+            T[:, :, ks, d, :] = torch.einsum("ockhw,kc->hwko", W[:, :, kd[ks]], rgba[ks])
+        T[1, 1, :256] += c0.bias.detach().double().cpu() * s0
+        self.table = T.reshape(9 * 257, n_bins * O).float().to(self.device)
+        self.offsets = (torch.arange(9) * 257).view(1, 1, 1, 9).to(self.device)
+        self.convs = []
+        for b, s in zip(blocks[1:], self.signs[1:]):
+            w = (b.conv.weight.detach() * s.view(-1, 1, 1, 1, 1)).contiguous(memory_format=torch.channels_last_3d)
+            self.convs.append((w, (b.conv.bias.detach() * s).contiguous()))
+
+    def _conv(self, h, w, b):
+        torch, F = _torch()
+        if h.device.type == "cpu":
+            return torch.mkldnn_convolution(h, w, b, [1, 1, 1], [1, 1, 1], [1, 1, 1], 1)
+        return F.conv3d(h, w, b, padding=1)
+
+    def _relu_bn(self, m, i):
+        torch, _ = _torch()
+        return self.bns[i](torch.relu(m * self.signs[i].view(1, -1, 1, 1, 1)))
+
+    def features(self, index):
+        """uint8 index (B, n_mels, frames) -> the feature map of net.features(expand(index))."""
+        torch, F = _torch()
+        index = index.to(self.device)
+        B, H, Wd = index.shape
+        D, O = self.n_bins, self.table.shape[1] // self.n_bins
+        ip = F.pad(index.long(), (1, 1, 1, 1), value=256)
+        W2 = Wd // 2 * 2                                               # max pooling floors
+        outs = []
+        for a in range(0, W2, self.chunk):
+            w = min(a + self.chunk, W2) - a
+            bag = torch.stack([ip[:, kh:kh + H, a + kw:a + kw + w] for kh in range(3) for kw in range(3)], -1)
+            y = F.embedding_bag((bag + self.offsets).reshape(-1, 9), self.table, mode="sum").view(B, H, w, D, O)
+            outs.append(F.max_pool3d(y.permute(0, 4, 1, 2, 3), 2))  # (B, O, H/2, w/2, D/2), channels last
+        m = torch.cat(outs, 3).permute(0, 1, 4, 2, 3).contiguous(memory_format=torch.channels_last_3d)
+        h = self._relu_bn(m, 0)
+        for i, (w, b) in enumerate(self.convs, 1):
+            h = self._relu_bn(F.max_pool3d(self._conv(h, w, b), 2), i)
+        return h
+
+    def local_logits(self, index, pool_steps: int | None):
+        """(B, n_local, n_classes) logits, as net.local_logits(expand(index), pool_steps * 8); pool_steps None:
+        one global logit per window, as net(expand(index))."""
+        torch, F = _torch()
+        h = self.features(index).mean(dim=(2, 3))                      # (B, C, W')
+        if pool_steps is None:
+            return self.net.head(h.mean(dim=2))[:, None]
+        h = F.avg_pool1d(h, kernel_size=pool_steps, stride=pool_steps, ceil_mode=True)
+        return self.net.head(h.transpose(1, 2))
+
+
+# ------------------------------------------------------------------------------------------------
+# stage 1 (CPU): stream-decode, window, featurize
+
+def _min_samples(cfg: FeatureConfig) -> int:
+    return (STEP - 1) * cfg.hop_length  # n_frames = 1 + n // hop >= 8: the network's smallest input
+
+
+def iter_windows(uri: str, cfg: FeatureConfig, hop_seconds: float, s3: S3Options | None = None):
+    """Yield (start_seconds, samples, true_samples, file_seconds_so_far) windows of cfg.window_samples every
+    hop. The last window is moved back to end at the file's end (full length, as in training); a file
+    shorter than one window is one window of its own length. Holds at most a window plus a block."""
+    W, hop, sr = cfg.window_samples, max(1, int(round(hop_seconds * cfg.sample_rate))), cfg.sample_rate
+    buf, buf0, nxt, total, last_end = np.zeros(0, np.float32), 0, 0, 0, 0
+    for _, block, _ in storage.iter_decoded_blocks(uri, max(1.0, min(cfg.window_seconds, 30.0)), sr, s3):
+        buf = np.concatenate([buf, block])
+        total += len(block)
+        while nxt + W <= total:
+            yield nxt / sr, buf[nxt - buf0:nxt - buf0 + W], W, total / sr
+            last_end, nxt = nxt + W, nxt + hop
+        keep = max(0, min(nxt, total - W))                          # keep the last window's worth
+        buf, buf0 = buf[keep - buf0:], keep
+    if last_end == 0:                                              # shorter than one window
+        x = buf[:total]
+        n = len(x)
+        if n < _min_samples(cfg):
+            x = np.pad(x, (0, _min_samples(cfg) - n))
+        yield 0.0, x, n, total / sr
+    elif last_end < total:
+        yield (total - W) / sr, buf[total - W - buf0:total - buf0], W, total / sr
+
+
+WINDOW_SCHEMA = pa.schema([("uri", pa.string()), ("seq", pa.int64()), ("final", pa.bool_()), ("n_rows", pa.int64()),
+                           ("start", pa.float64()), ("n_samples", pa.int64()), ("duration", pa.float64()),
+                           ("n_mels", pa.int32()), ("n_frames", pa.int32()), ("index", pa.binary()),
+                           ("status", pa.string()), ("error", pa.string())])
+WINDOW_FIELDS = tuple(WINDOW_SCHEMA.names)
+SCORE_SCHEMA = pa.schema([*[WINDOW_SCHEMA.field(k) for k in ("uri", "seq", "final", "n_rows", "duration", "status", "error")],
+                          ("unit_start", pa.list_(pa.float64())), ("unit_end", pa.list_(pa.float64())),
+                          ("probs", pa.list_(pa.float64()))])
+
+
+def window_rows(batch: dict, cfg_dict: dict, hop_seconds: float, s3: S3Options | None, windows_per_yield: int = 4):
+    """Ray Data UDF (generator): files -> one row per featurized window. Every file ends with a row marked
+    final carrying its row count; a file that fails to decode ends with a row of status 'error'."""
+    import torch
+
+    torch.set_num_threads(1)
+    cfg = FeatureConfig.from_dict(cfg_dict)
+    rows = {k: [] for k in WINDOW_FIELDS}
+
+    def add(uri, seq, final, start, n, dur, index, status="ok", error=None):
+        for k, v in zip(WINDOW_FIELDS, (uri, seq, final, seq + 1 if final else 0, start, n, dur,
+                                        0 if index is None else index.shape[0], 0 if index is None else index.shape[1],
+                                        b"" if index is None else index.tobytes(), status, error)):
+            rows[k].append(v)
+
+    def flush():
+        out = pa.table({k: rows[k] for k in WINDOW_FIELDS}, schema=WINDOW_SCHEMA)
+        for v in rows.values():
+            v.clear()
+        return out
+
+    for uri in batch["uri"]:
+        uri, seq, pending = str(uri), 0, None
+        try:
+            for start, x, n, dur in iter_windows(uri, cfg, hop_seconds, s3):
+                if pending is not None:
+                    add(uri, seq, False, *pending)
+                    seq += 1
+                    if len(rows["uri"]) >= windows_per_yield:
+                        yield flush()
+                pending = (start, n, dur, featurize(x, cfg.sample_rate, cfg).numpy())
+            add(uri, seq, True, *pending)
+        except Exception as e:  # DecodeError, or whatever a broken file makes a library raise
+            msg = str(e) if isinstance(e, storage.DecodeError) else f"{uri}: {type(e).__name__}: {e}"
+            add(uri, seq, True, 0.0, 0, 0.0, None, "error", msg)
+        if rows["uri"]:
+            yield flush()
+
+
+# ------------------------------------------------------------------------------------------------
+# stage 2 (actors): the network
+
+def pool_steps_for(resolution_seconds: float, cfg: FeatureConfig) -> int | None:
+    """Feature-map steps pooled per local score (None: one score per window)."""
+    if resolution_seconds <= 0:
+        return None
+    return max(1, int(resolution_seconds * cfg.sample_rate / cfg.hop_length / STEP))
+
+
+def unit_spans(start: float, n_samples: int, n_frames: int, pool_steps: int | None, cfg: FeatureConfig):
+    """Time spans (starts, ends) of a window's local scores, clipped to its true samples."""
+    end = start + n_samples / cfg.sample_rate
+    if pool_steps is None:
+        return np.array([start]), np.array([end])
+    steps = n_frames // STEP
+    n = -(-steps // pool_steps)
+    step_s = STEP * cfg.hop_length / cfg.sample_rate
+    s = start + np.arange(n) * pool_steps * step_s
+    e = np.minimum(start + np.minimum((np.arange(n) + 1) * pool_steps, steps) * step_s, end)
+    e[-1] = end                                                     # the last few frames belong to the last unit
+    keep = s < end
+    return s[keep], e[keep]
+
+
+class Scorer:
+    """Ray Data actor: loads the checkpoint once, scores batches of windows."""
+
+    def __init__(self, checkpoint: bytes, resolution_seconds: float, threads: int, device: str = "cpu",
+                 exact_plain: bool = False):
+        import torch
+
+        from model import load_checkpoint
+
+        if device == "cpu":
+            torch.set_num_threads(max(1, threads))
+        net, self.cfg, _ = load_checkpoint(io.BytesIO(checkpoint))
+        self.net, self.device, self.classes = net.to(device), device, list(net.cfg.classes)
+        self.fast = None if exact_plain else FastConv3D(net, self.cfg.n_bins, device=device)
+        self.pool_steps = pool_steps_for(resolution_seconds, self.cfg)
+
+    def logits(self, index):
+        import torch
+
+        from model import expand
+
+        with torch.inference_mode():
+            if self.fast is not None:
+                return self.fast.local_logits(index, self.pool_steps)
+            x = expand(index.to(self.device), self.cfg.n_bins)
+            if self.pool_steps is None:
+                return self.net(x)[:, None]
+            return self.net.local_logits(x, self.pool_steps * STEP)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import torch
+
+        t = batch.to_pydict()
+        n = len(t["uri"])
+        starts, ends, probs = [[] for _ in range(n)], [[] for _ in range(n)], [[] for _ in range(n)]
+        ok = [i for i in range(n) if t["status"][i] == "ok"]
+        groups = {}
+        for i in ok:
+            groups.setdefault((t["n_mels"][i], t["n_frames"][i]), []).append(i)
+        for (h, w), idx in groups.items():
+            index = torch.from_numpy(np.stack([np.frombuffer(t["index"][i], np.uint8).reshape(h, w) for i in idx]))
+            p = torch.softmax(self.logits(index).float(), dim=-1).cpu().numpy()     # (B, n_local, C)
+            for j, i in enumerate(idx):
+                s, e = unit_spans(t["start"][i], t["n_samples"][i], w, self.pool_steps, self.cfg)
+                starts[i], ends[i], probs[i] = s.tolist(), e.tolist(), p[j, :len(s)].reshape(-1).tolist()
+        keep = ("uri", "seq", "final", "n_rows", "duration", "status", "error")
+        out = {k: t[k] for k in keep}
+        out.update(unit_start=starts, unit_end=ends, probs=probs)
+        return pa.table(out, schema=SCORE_SCHEMA)
+
+
+# ------------------------------------------------------------------------------------------------
+# timelines and segments (pure functions)
+
+def timeline(starts, ends, probs) -> tuple[np.ndarray, np.ndarray]:
+    """Local scores (spans + (n, C) probabilities, overlapping or not) -> (edges (m+1,), mean probabilities
+    (m, C)) over the elementary intervals between all span edges."""
+    starts, ends, probs = np.asarray(starts, float), np.asarray(ends, float), np.asarray(probs, float)
+    edges = np.unique(np.concatenate([starts, ends]))
+    i0, i1 = np.searchsorted(edges, starts), np.searchsorted(edges, ends)
+    acc, cnt = np.zeros((len(edges), probs.shape[1])), np.zeros(len(edges))
+    np.add.at(acc, i0, probs)
+    np.add.at(acc, i1, -probs)
+    np.add.at(cnt, i0, 1)
+    np.add.at(cnt, i1, -1)
+    acc, cnt = np.cumsum(acc, 0)[:-1], np.cumsum(cnt)[:-1]
+    covered = cnt > 0.5
+    mean = np.where(covered[:, None], acc / np.maximum(cnt, 1)[:, None], np.nan)
+    # gaps (none in practice) take the previous interval's scores
+    for i in np.nonzero(~covered)[0]:
+        mean[i] = mean[i - 1] if i else np.full(probs.shape[1], 1.0 / probs.shape[1])
+    return edges, mean
+
+
+def segments(edges, mean, min_seconds: float = 0.0) -> list[tuple[float, float, int, float]]:
+    """Elementary intervals -> [(start, end, class index, mean probability of that class)], adjacent
+    intervals of one label merged; segments shorter than min_seconds (shortest first) join their longer
+    neighbour, so flicker disappears but a lone label that long or longer survives."""
+    lab = np.argmax(mean, axis=1)
+    dur = np.diff(edges)
+    runs = []  # [first interval, last interval + 1, label]
+    for i, l in enumerate(lab):
+        if runs and runs[-1][2] == l:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([i, i + 1, int(l)])
+
+    def length(r):
+        return edges[r[1]] - edges[r[0]]
+
+    while len(runs) > 1:
+        k = min(range(len(runs)), key=lambda j: length(runs[j]))
+        if length(runs[k]) >= min_seconds:
+            break
+        nb = [j for j in (k - 1, k + 1) if 0 <= j < len(runs)]
+        j = max(nb, key=lambda j: length(runs[j]))
+        runs[k][2] = runs[j][2]
+        merged = []
+        for r in runs:
+            if merged and merged[-1][2] == r[2]:
+                merged[-1][1] = r[1]
+            else:
+                merged.append(list(r))
+        runs = merged
+    out = []
+    for a, b, l in runs:
+        w = dur[a:b]
+        out.append((float(edges[a]), float(edges[b]), l, float((mean[a:b, l] * w).sum() / max(w.sum(), 1e-12))))
+    return out
+
+
+def file_summary(segs, mean, edges, classes) -> dict:
+    """Label = the class holding most of the time; confidence = its mean probability over the file."""
+    total = max(edges[-1] - edges[0], 1e-12)
+    frac = np.zeros(len(classes))
+    for s, e, l, _ in segs:
+        frac[l] += (e - s) / total
+    avg = (mean * np.diff(edges)[:, None]).sum(0) / total
+    best = int(max(range(len(classes)), key=lambda c: (frac[c], avg[c])))
+    return {"label": classes[best], "confidence": float(avg[best]),
+            **{f"fraction_{c}": float(frac[i]) for i, c in enumerate(classes)}}
+
+
+def file_schema(classes) -> pa.Schema:
+    return pa.schema([("uri", pa.string()), ("duration", pa.float64()), ("label", pa.string()),
+                      ("confidence", pa.float64()), *[(f"fraction_{c}", pa.float64()) for c in classes],
+                      ("windows", pa.int32()), ("status", pa.string()), ("error", pa.string())])
+
+
+SEGMENT_SCHEMA = pa.schema([("uri", pa.string()), ("start", pa.float64()), ("end", pa.float64()),
+                            ("label", pa.string()), ("probability", pa.float64())])
+
+
+def assemble(rows: list[dict], classes, min_seconds: float) -> tuple[dict, list[dict]]:
+    """All scored rows of one file -> (its file row, its segment rows)."""
+    rows = sorted(rows, key=lambda r: r["seq"])
+    uri, last = rows[0]["uri"], rows[-1]
+    base = {"uri": uri, "duration": float(last["duration"]), "windows": sum(r["status"] == "ok" for r in rows)}
+    nulls = {"label": None, "confidence": None, **{f"fraction_{c}": None for c in classes}}
+    if last["status"] != "ok":
+        return {**base, **nulls, "status": "error", "error": last["error"]}, []
+    C = len(classes)
+    s = np.concatenate([r["unit_start"] for r in rows])
+    e = np.concatenate([r["unit_end"] for r in rows])
+    p = np.concatenate([np.asarray(r["probs"], float).reshape(-1, C) for r in rows])
+    edges, mean = timeline(s, e, p)
+    segs = segments(edges, mean, min_seconds)
+    frow = {**base, **file_summary(segs, mean, edges, classes), "status": "ok", "error": None}
+    return frow, [{"uri": uri, "start": a, "end": b, "label": classes[l], "probability": q} for a, b, l, q in segs]
+
+
+# ------------------------------------------------------------------------------------------------
+# output layout
+
+def marker_uri(out: str) -> str:
+    return storage.join(out, "_SUCCESS.json")
+
+
+def _read_dir(uri: str, s3, schema) -> pa.Table:
+    if not storage.exists(uri, s3):
+        return schema.empty_table()
+    t = storage.read_table(uri, s3)
+    return t.cast(schema) if t.num_rows else schema.empty_table()
+
+
+def read_output(out: str, s3: S3Options | None = None, classes=("music", "speech")) -> tuple[pa.Table, pa.Table]:
+    """(files, segments) of an output: the final tables plus the parts of runs not yet consolidated; for
+    a file labeled more than once (an error retried by --resume), the latest row wins."""
+    fs_ = file_schema(classes)
+    files = [_read_dir(storage.join(out, "files.parquet"), s3, fs_)]
+    segs = [_read_dir(storage.join(out, "segments.parquet"), s3, SEGMENT_SCHEMA)]
+    parts = storage.join(out, "parts")
+    if storage.exists(parts, s3):
+        fsys = storage.get_fs(parts, s3)
+        for run in sorted(fsys.ls(storage.strip_scheme(parts), detail=False)):
+            run_uri = ("s3://" + run) if storage.is_s3(out) else run
+            files.append(_read_dir(storage.join(run_uri, "files"), s3, fs_))
+            segs.append(_read_dir(storage.join(run_uri, "segments"), s3, SEGMENT_SCHEMA))
+    files, segs = pa.concat_tables(files), pa.concat_tables(segs)
+    latest = {}
+    for i, u in enumerate(files.column("uri").to_pylist()):
+        latest[u] = i
+    files = files.take(sorted(latest.values()))
+    ok = files.filter(pc.equal(files.column("status"), "ok")).column("uri")
+    segs = segs.filter(pc.is_in(segs.column("uri"), ok))
+    return files.sort_by("uri"), segs.sort_by([("uri", "ascending"), ("start", "ascending")])
+
+
+class PartWriter:
+    """Finished files are checkpointed to OUT/parts/<run>/{segments,files}/NNNNN.parquet (segments first:
+    a file counts as labeled once its file row is written)."""
+
+    def __init__(self, out, s3, classes, every_files=64, every_seconds=30.0):
+        self.dir = storage.join(out, "parts", time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6])
+        self.s3, self.schema, self.n = s3, file_schema(classes), 0
+        self.files, self.segs, self.every, self.every_s, self.t = [], [], every_files, every_seconds, time.time()
+
+    def add(self, frow, srows):
+        self.files.append(frow)
+        self.segs.extend(srows)
+        if len(self.files) >= self.every or time.time() - self.t > self.every_s:
+            self.flush()
+
+    def flush(self):
+        if not self.files:
+            return
+        name = f"{self.n:05d}.parquet"
+        seg = pa.Table.from_pylist(self.segs, schema=SEGMENT_SCHEMA)
+        storage.write_table(storage.join(self.dir, "segments", name), seg, self.s3)
+        storage.write_table(storage.join(self.dir, "files", name), pa.Table.from_pylist(self.files, schema=self.schema), self.s3)
+        self.files, self.segs, self.n, self.t = [], [], self.n + 1, time.time()
+
+
+# ------------------------------------------------------------------------------------------------
+# the plot
+
+def plot_file(uri: str, segs: pa.Table, png: str, cfg: FeatureConfig, s3=None, columns: int = 2000) -> None:
+    """PNG: waveform envelope, mel spectrogram (streamed, column-pooled to ~`columns` pixels) and the
+    music/speech timeline of one labeled file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from model.features import mel_transform
+
+    info = next(storage.iter_decoded_blocks(uri, 1.0, cfg.sample_rate, s3))[2]
+    dur = info.duration
+    per_col = max(1, int(dur * cfg.sample_rate / columns))
+    env_lo, env_hi, spec = [], [], []
+    mel = mel_transform(cfg)
+    carry = np.zeros(0, np.float32)
+    for _, block, _ in storage.iter_decoded_blocks(uri, 30.0, cfg.sample_rate, s3):
+        x = np.concatenate([carry, block])
+        n = len(x) // per_col * per_col
+        carry = x[n:]
+        if n == 0:
+            continue
+        cols = x[:n].reshape(-1, per_col)
+        env_lo.append(cols.min(1))
+        env_hi.append(cols.max(1))
+        with torch.inference_mode():
+            m = mel(torch.from_numpy(x[:n].copy())).numpy()             # (n_mels, frames)
+        nc = cols.shape[0]                                           # frame j (centred at j*hop) -> its column
+        col = np.minimum(np.arange(m.shape[1]) * cfg.hop_length // per_col, nc - 1)
+        acc, cnt = np.zeros((m.shape[0], nc)), np.bincount(col, minlength=nc)
+        np.add.at(acc.T, col, m.T)
+        for j in np.nonzero(cnt == 0)[0]:                            # columns narrower than a hop
+            acc[:, j], cnt[j] = acc[:, j - 1] / max(cnt[j - 1], 1) if j else 0.0, 1
+        spec.append(acc / np.maximum(cnt, 1))
+    lo, hi, S = np.concatenate(env_lo), np.concatenate(env_hi), np.concatenate(spec, 1)
+    S = 10 * np.log10(np.maximum(S, 1e-10))
+    S = np.maximum(S, S.max() - cfg.top_db)
+    t = np.arange(len(lo)) * per_col / cfg.sample_rate
+    fig, ax = plt.subplots(3, 1, figsize=(14, 6), sharex=True, gridspec_kw={"height_ratios": [1.2, 2, 0.6]})
+    ax[0].fill_between(t, lo, hi, color="0.3", lw=0)
+    ax[0].set_ylabel("waveform")
+    ax[0].set_title(f"{os.path.basename(uri)}: {dur:.1f} s")
+    ax[1].imshow(S, origin="lower", aspect="auto", cmap="magma", extent=(0, t[-1] if len(t) else dur, 0, S.shape[0]))
+    ax[1].set_ylabel("mel band")
+    colors = {"music": "tab:orange", "speech": "tab:blue"}
+    seen = set()
+    for r in segs.to_pylist():
+        c = colors.get(r["label"], "tab:gray")
+        ax[2].axvspan(r["start"], r["end"], color=c, alpha=0.35 + 0.6 * max(0.0, r["probability"] - 0.5),
+                      label=None if r["label"] in seen else r["label"])
+        seen.add(r["label"])
+    ax[2].set_yticks([])
+    ax[2].set_ylabel("label")
+    ax[2].set_xlabel("time (s)")
+    ax[2].set_xlim(0, dur)
+    ax[2].legend(loc="upper right", ncol=2, fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    storage.write_bytes(png, buf.getvalue(), s3 if storage.is_s3(png) else None)
+
+
+# ------------------------------------------------------------------------------------------------
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Label an audio archive music/speech with a trained checkpoint on Ray: per-file labels "
+                    "and segment timelines as Parquet.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--input", help="audio file, folder or s3:// prefix (WAV/FLAC/OGG/MP3, searched recursively)")
+    p.add_argument("--list", help="CSV/text file of audio URIs (first column; relative paths are relative to it) "
+                                  "instead of --input")
+    p.add_argument("--model", required=True, help="checkpoint (model.pt from the train job), local path or s3://")
+    p.add_argument("--output", required=True, help="output folder or s3:// prefix")
+    p.add_argument("--window-seconds", type=float, help="analysis window (default: the checkpoint's window)")
+    p.add_argument("--hop-seconds", type=float, help="hop between windows (default: the window, no overlap)")
+    p.add_argument("--resolution-seconds", type=float, default=1.0,
+                   help="length of the local stretches the feature map is pooled over, one score each "
+                        "(rounded down to whole feature-map steps of 8 frames); 0: one score per window")
+    p.add_argument("--min-segment-seconds", type=float, default=2.0,
+                   help="segments shorter than this join their neighbour (flicker smoothing); 0: off")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per network call")
+    p.add_argument("--actors", type=int, default=0, help="network actors (0: one per GPU, else one per 2 CPUs)")
+    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs Ray reserves per network actor")
+    p.add_argument("--threads-per-actor", type=int, default=2, help="torch threads per network actor (CPU)")
+    p.add_argument("--num-gpus-per-actor", type=float, default=0.0, help="GPUs per network actor (>0: run on GPU)")
+    p.add_argument("--decode-cpus", type=float, default=0.5, help="CPUs Ray reserves per decode/featurize task")
+    p.add_argument("--plain", action="store_true", help="use expand() + the plain network instead of the exact "
+                                                        "fast forward (for checking; slower)")
+    p.add_argument("--csv", action="store_true", help="also write files.csv and segments.csv")
+    p.add_argument("--plot", metavar="PNG", help="write a waveform/spectrogram + timeline PNG of one file")
+    p.add_argument("--plot-uri", help="the file to plot (default: the first input file)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished output")
+    p.add_argument("--resume", action="store_true", help="keep what is labeled in the output (finished or not) "
+                                                         "and label only the rest (files with errors are retried)")
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    a = p.parse_args(argv)
+    if a.overwrite and a.resume:
+        p.error("--overwrite and --resume exclude each other")
+    if bool(a.input) == bool(a.list):
+        p.error("give exactly one of --input or --list")
+    for name in ("window_seconds", "hop_seconds"):
+        v = getattr(a, name)
+        if v is not None and v <= 0:
+            p.error(f"--{name.replace('_', '-')} must be > 0")
+    if a.batch_size < 1:
+        p.error("--batch-size must be >= 1")
+    return a
+
+
+def _err(msg: str) -> None:
+    print(f"label: error: {msg}", file=sys.stderr, flush=True)
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    s3 = S3Options.from_env(a.endpoint_url)
+    out = a.output
+    try:
+        from model import load_checkpoint
+
+        storage.check_input(a.model, s3)
+        ckpt_bytes = storage.read_bytes(a.model, s3)
+        try:
+            net, base_cfg, _ = load_checkpoint(io.BytesIO(ckpt_bytes))
+        except Exception as e:
+            raise ValueError(f"{a.model} is not a usable checkpoint: {type(e).__name__}: {e}") from e
+        classes = list(net.cfg.classes)
+        cfg = dataclasses.replace(base_cfg, window_seconds=a.window_seconds or base_cfg.window_seconds)
+        hop = a.hop_seconds or cfg.window_seconds
+        storage.check_output(out, s3)
+        uris = [r["uri"] for r in storage.read_manifest(a.list, s3)] if a.list else storage.list_audio(a.input, s3)
+    except (storage.StorageError, ValueError) as e:
+        _err(str(e))
+        return 2
+    if not uris:
+        _err(f"no audio files (.wav .flac .ogg .mp3) found in {a.input or a.list}")
+        return 2
+    settings = {"model": a.model, "model_sha256": hashlib.sha256(ckpt_bytes).hexdigest(), "classes": classes,
+                "feature_config": cfg.to_dict(), "hop_seconds": hop, "resolution_seconds": a.resolution_seconds,
+                "min_segment_seconds": a.min_segment_seconds}
+
+    # Reruns never destroy finished output: refuse, resume, or (explicitly) overwrite.
+    cfg_uri, finished = storage.join(out, "label_config.json"), storage.exists(marker_uri(out), s3)
+    have_ok = set()
+    if a.overwrite or not a.resume:
+        if finished and not a.overwrite:
+            done = storage.read_json(marker_uri(out), s3)
+            _err(f"{out} already holds a finished labeling run ({done.get('files')} files); pass --resume to "
+                 "label only new files or --overwrite to replace it")
+            return 2
+        for sub in ("parts", "files.parquet", "segments.parquet", "files.csv", "segments.csv", "_SUCCESS.json"):
+            storage.remove(storage.join(out, sub), s3)  # --overwrite, or leftovers of a run that died
+    elif storage.exists(cfg_uri, s3):
+        old = storage.read_json(cfg_uri, s3)
+        if {k: old.get(k) for k in settings if k != "model"} != {k: v for k, v in settings.items() if k != "model"}:
+            _err(f"{out} was labeled with another model or settings ({old}); use another --output or --overwrite")
+            return 2
+        files, _ = read_output(out, s3, classes)
+        have_ok = set(files.filter(pc.equal(files.column("status"), "ok")).column("uri").to_pylist())
+    storage.write_json(cfg_uri, settings, s3)
+    todo = [u for u in uris if u not in have_ok]
+    if a.resume:
+        print(f"label: --resume: {len(uris) - len(todo)} files already labeled, {len(todo)} to go", flush=True)
+
+    import ray
+    from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
+    if not ray.is_initialized():  # tests and notebooks may have started Ray already
+        ray.init(address=a.address or os.environ.get("RAY_ADDRESS") or None)
+    t0 = time.time()
+    res = ray.cluster_resources()
+    n_actors = a.actors or (max(1, int(res.get("GPU", 0) // a.num_gpus_per_actor)) if a.num_gpus_per_actor > 0
+                            else max(1, int(res.get("CPU", 1) // 2)))
+    device = "cuda" if a.num_gpus_per_actor > 0 else "cpu"
+    steps = pool_steps_for(a.resolution_seconds, cfg)
+    res_s = "window" if steps is None else f"{steps * STEP * cfg.hop_length / cfg.sample_rate:.3f} s"
+    print(f"label: {len(todo)} files -> {out} with {n_actors} network actor(s) on {device} (window "
+          f"{cfg.window_seconds:g} s, hop {hop:g} s, resolution {res_s})", flush=True)
+
+    writer = PartWriter(out, s3, classes)
+    n_done = n_err = 0
+    seconds = 0.0
+    last_print = time.time()
+    if todo:
+        ctx = ray.data.DataContext.get_current()
+        ctx.target_max_block_size = 4 * 1024 * 1024  # a few windows per block: hour-long files stream
+        ds = ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=max(1, len(todo)))
+        ds = ds.map_batches(window_rows, batch_size=1, batch_format="numpy", compute=TaskPoolStrategy(),
+                            fn_kwargs={"cfg_dict": cfg.to_dict(), "hop_seconds": hop, "s3": s3},
+                            num_cpus=a.decode_cpus)  # Ray Data SPREADs tasks by default
+        ds = ds.map_batches(Scorer, batch_size=a.batch_size, batch_format="pyarrow",
+                            fn_constructor_kwargs={"checkpoint": ckpt_bytes, "resolution_seconds": a.resolution_seconds,
+                                                   "threads": a.threads_per_actor, "device": device,
+                                                   "exact_plain": a.plain},
+                            compute=ActorPoolStrategy(size=n_actors), num_cpus=a.cpus_per_actor,
+                            num_gpus=a.num_gpus_per_actor or None)
+        pending: dict[str, list] = {}
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for r in batch.to_pylist():
+                rows = pending.setdefault(r["uri"], [])
+                rows.append(r)
+                n_rows = max(x["n_rows"] for x in rows)
+                if not n_rows or len(rows) < n_rows:
+                    continue
+                frow, srows = assemble(pending.pop(r["uri"]), classes, a.min_segment_seconds)
+                writer.add(frow, srows)
+                n_done += 1
+                n_err += frow["status"] != "ok"
+                seconds += frow["duration"] if frow["status"] == "ok" else 0.0
+            if time.time() - last_print > 10:
+                el = time.time() - t0
+                print(f"label: {n_done}/{len(todo)} files, {seconds / 3600:.3f} h of audio, {n_err} errors, "
+                      f"{el:.0f} s, {seconds / max(el, 1e-9):.1f}x realtime", flush=True)
+                last_print = time.time()
+    writer.flush()
+    wall = time.time() - t0
+
+    files, segs = read_output(out, s3, classes)
+    n_ok = int(pc.sum(pc.equal(files.column("status"), "ok")).as_py() or 0)
+    if n_ok == 0:
+        _err(f"no file could be labeled ({files.num_rows} errors)")
+        return 1
+    storage.write_table(storage.join(out, "files.parquet"), files, s3)
+    storage.write_table(storage.join(out, "segments.parquet"), segs, s3)
+    if a.csv:
+        import pyarrow.csv as pacsv
+
+        for name, t in (("files.csv", files), ("segments.csv", segs)):
+            buf = io.BytesIO()
+            pacsv.write_csv(t, buf)
+            storage.write_bytes(storage.join(out, name), buf.getvalue(), s3)
+    storage.remove(storage.join(out, "parts"), s3)
+    if a.plot:
+        puri = a.plot_uri or uris[0]
+        plot_file(puri, segs.filter(pc.equal(segs.column("uri"), puri)), a.plot, cfg, s3)
+        print(f"label: wrote the timeline plot of {puri} to {a.plot}", flush=True)
+    total_h = float(pc.sum(files.column("duration")).as_py() or 0.0) / 3600
+    n_errors = files.num_rows - n_ok
+    summary = {"files": files.num_rows, "labeled": n_ok, "errors": n_errors, "audio_hours": total_h,
+               "segments": segs.num_rows, "this_run": {"files": n_done, "errors": n_err, "audio_seconds": seconds,
+                                                       "wall_seconds": wall, "realtime_factor": seconds / max(wall, 1e-9)},
+               **settings}
+    storage.write_json(marker_uri(out), summary, s3)
+    print(f"label: done: {n_done} files, {seconds / 3600:.3f} h of audio, {n_err} errors, {wall:.1f} s wall, "
+          f"{seconds / max(wall, 1e-9):.1f}x realtime -> {out} ({files.num_rows} files, {segs.num_rows} segments "
+          f"in all)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

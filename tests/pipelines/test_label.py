@@ -1,0 +1,241 @@
+"""label end to end on real parts: a small checkpoint trained here on generated audio, local Ray, moto S3."""
+
+import os
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from model import Conv3DNet, FeatureConfig, expand, featurize, save_checkpoint
+from pipelines import label as job
+from pipelines import storage
+from pipelines.demo import make_clip, make_long, wav_bytes
+
+WIN = 4.0   # the test model's window: trained on 4 s crops
+
+
+def _crop_batch(clips, rng, n, cfg):
+    W = cfg.window_samples
+    xs, ys = [], []
+    for _ in range(n):
+        k = int(rng.integers(len(clips)))
+        x, y = clips[k]
+        a = int(rng.integers(0, len(x) - W + 1))
+        xs.append(x[a:a + W])
+        ys.append(y)
+    return featurize(np.stack(xs), cfg.sample_rate, cfg), torch.tensor(ys)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """The seed Conv3DNet trained briefly with plain torch on 4 s random crops of generated clips; checked
+    to separate held-out clips. Returns (path, cfg, net)."""
+    torch.manual_seed(0)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    cfg = FeatureConfig(window_seconds=WIN)
+    clips = [(make_clip(kind, 12.0, 500 + 10 * k + c), c) for k in range(6) for c, kind in enumerate(("music", "speech"))]
+    net = Conv3DNet()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    t0 = time.time()
+    net.train()
+    for step in range(40):
+        idx, y = _crop_batch(clips, rng, 6, cfg)
+        loss = torch.nn.functional.cross_entropy(net(expand(idx)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step >= 12 and loss.item() < 0.05 or time.time() - t0 > 60:
+            break
+    # BatchNorm's running statistics lag the fast-moving weights of so short a run: re-estimate them
+    # (cumulative average, dropout off) on a few more crops, as a longer training would have
+    net.eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm3d):
+                m.reset_running_stats()
+                m.momentum = None
+                m.train()
+        for _ in range(3):
+            net(expand(_crop_batch(clips, rng, 8, cfg)[0]))
+    net.eval()
+    held = [(make_clip(kind, WIN, 900 + k), c) for k in range(4) for c, kind in enumerate(("music", "speech"))]
+    with torch.inference_mode():
+        p = torch.softmax(net(expand(featurize(np.stack([x for x, _ in held]), cfg.sample_rate, cfg))), -1)
+    acc = float((p.argmax(1) == torch.tensor([c for _, c in held])).float().mean())
+    assert acc == 1.0, (acc, p)
+    path = str(tmp_path_factory.mktemp("model") / "model.pt")
+    with open(path, "wb") as f:
+        save_checkpoint(f, net, cfg, steps=step + 1)
+    torch.set_num_threads(old_threads)
+    return path, cfg, net
+
+
+def write(root, rel, data):
+    p = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    with open(p, "wb") as f:
+        f.write(data)
+    return p
+
+
+def run_job(*args) -> int:
+    return job.main([*args, "--actors", "1", "--batch-size", "4"])
+
+
+# ------------------------------------------------------------------------------------------------
+
+def test_fast_forward_equals_plain_network(trained):
+    """The exact speedups (conv 1 as a lookup, pooling before ReLU/BN, oneDNN direct) change nothing but
+    float rounding: batches of 1 and 3, odd frame counts, BN scales of both signs."""
+    _, cfg, trained_net = trained
+    torch.manual_seed(1)
+    net = Conv3DNet().eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):  # make every BN non-trivial, with negative scales too
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(-1, 1)
+            m.bias.data.uniform_(-0.5, 0.5)
+    rng = np.random.default_rng(0)
+    for model in (net, trained_net):
+        fast = job.FastConv3D(model, chunk_frames=64)
+        for B, seconds in ((1, 3.0), (3, 2.7)):
+            x = rng.standard_normal((B, int(seconds * cfg.sample_rate))).astype(np.float32) * 0.1
+            x[:, :5000] += np.sin(np.arange(5000) * 0.05).astype(np.float32)
+            idx = featurize(x, cfg.sample_rate, cfg)
+            with torch.inference_mode():
+                assert torch.allclose(fast.features(idx), model.features(expand(idx)), atol=2e-5, rtol=1e-4)
+                for k in (1, 5):
+                    ref = model.local_logits(expand(idx), k * 8)
+                    assert torch.allclose(fast.local_logits(idx, k), ref, atol=2e-5, rtol=1e-4)
+                assert torch.allclose(fast.local_logits(idx, None)[:, 0], model(expand(idx)), atol=2e-5, rtol=1e-4)
+
+
+def test_timeline_and_segments():
+    # overlapping spans average; short flicker is merged away; probabilities are duration weighted
+    edges, mean = job.timeline([0, 1, 2], [2, 3, 3], [[1, 0], [0, 1], [0, 1]])
+    assert edges.tolist() == [0, 1, 2, 3]
+    assert mean.tolist() == [[1, 0], [0.5, 0.5], [0, 1]]
+    edges = np.arange(11.0)
+    lab = [0, 0, 0, 0, 1, 0, 0, 1, 1, 1]
+    mean = np.array([[0.9, 0.1] if v == 0 else [0.2, 0.8] for v in lab])
+    assert [s[:3] for s in job.segments(edges, mean, 0)] == [(0, 4, 0), (4, 5, 1), (5, 7, 0), (7, 10, 1)]
+    segs = job.segments(edges, mean, 2.0)
+    assert [s[:3] for s in segs] == [(0, 7, 0), (7, 10, 1)]
+    assert segs[0][3] == pytest.approx((6 * 0.9 + 0.2) / 7)
+
+
+def test_labels_clips_long_file_and_errors(ray_local, trained, tmp_path, capsys):
+    model, cfg, _ = trained
+    audio, out = str(tmp_path / "audio"), str(tmp_path / "labels")
+    truth = {}
+    for k in range(2):
+        for kind, sec in (("music", 5.0), ("speech", 3.0)):
+            truth[write(audio, f"{kind}{k}.wav", wav_bytes(make_clip(kind, sec, 700 + k)))] = kind
+    stereo = np.stack([make_clip("speech", 6.0, 7, sr=44100), make_clip("speech", 6.0, 8, sr=44100)], axis=1)
+    truth[write(audio, "sub/stereo44k.flac", wav_bytes(stereo, 44100, fmt="FLAC"))] = "speech"
+    parts = [("speech", 11.0), ("music", 14.0), ("speech", 9.5), ("music", 12.5), ("speech", 13.0)]
+    x, gt = make_long(parts, seed=3)
+    long = write(audio, "long/long.wav", wav_bytes(x))
+    good = wav_bytes(make_clip("music", 3.0, 9))
+    bad = {write(audio, "bad/corrupt.wav", good[: len(good) // 3]), write(audio, "bad/empty.wav", b""),
+           write(audio, "bad/notaudio.mp3", b"<html>not audio</html>" * 40)}
+
+    png = str(tmp_path / "long.png")
+    assert run_job("--input", audio, "--model", model, "--output", out, "--csv", "--plot", png,
+                   "--plot-uri", long) == 0
+    printed = capsys.readouterr().out
+    assert "label: done: 9 files" in printed and "3 errors" in printed and "realtime" in printed
+    files = {r["uri"]: r for r in pq.read_table(os.path.join(out, "files.parquet")).to_pylist()}
+    assert set(files) == set(truth) | bad | {long}
+    for uri, kind in truth.items():
+        assert files[uri]["status"] == "ok" and files[uri]["label"] == kind, files[uri]
+        assert files[uri][f"fraction_{kind}"] > 0.9 and files[uri]["confidence"] > 0.7
+    assert files[os.path.join(audio, "sub/stereo44k.flac")]["duration"] == pytest.approx(6.0)
+    for uri in bad:
+        assert files[uri]["status"] == "error" and uri in files[uri]["error"] and files[uri]["label"] is None
+
+    # the long file: boundaries within one hop (a window, here 4 s) of the truth -- in fact within ~1 s
+    segs = [r for r in pq.read_table(os.path.join(out, "segments.parquet")).to_pylist() if r["uri"] == long]
+    assert [s["label"] for s in segs] == [k for k, _ in parts]
+    assert segs[0]["start"] == 0 and segs[-1]["end"] == pytest.approx(len(x) / 22050, abs=1e-3)
+    errs = [abs(s["start"] - g[0]) for s, g in zip(segs[1:], gt[1:])]
+    assert max(errs) <= WIN, (errs, segs)
+    assert max(errs) <= 1.5, (errs, segs)
+    assert all(a["end"] == b["start"] for a, b in zip(segs, segs[1:]))
+    assert files[long]["fraction_speech"] == pytest.approx(33.5 / 60, abs=0.05)
+    assert os.path.getsize(png) > 10_000 and open(png, "rb").read(4) == b"\x89PNG"
+    assert open(os.path.join(out, "segments.csv")).readline().strip() == '"uri","start","end","label","probability"'
+    assert os.path.exists(os.path.join(out, "_SUCCESS.json")) and not os.path.exists(os.path.join(out, "parts"))
+
+    # a rerun without --resume/--overwrite refuses and changes nothing
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "labels").rglob("*"))
+    assert run_job("--input", audio, "--model", model, "--output", out) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert before == sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "labels").rglob("*"))
+
+
+def test_resume_after_partial_run(ray_local, trained, tmp_path, capsys):
+    model, _, _ = trained
+    audio, out = str(tmp_path / "audio"), str(tmp_path / "labels")
+    uris = [write(audio, f"{kind}{k}.wav", wav_bytes(make_clip(kind, 4.0, 800 + k)))
+            for k, kind in enumerate(["music", "speech", "music", "speech"])]
+    # a partial run: labels two files, then "dies" before finishing (its parts stay, no _SUCCESS.json)
+    listing = tmp_path / "first.csv"
+    listing.write_text("path\n" + "\n".join(uris[:2]) + "\n")
+    assert run_job("--list", str(listing), "--model", model, "--output", out) == 0
+    os.remove(os.path.join(out, "_SUCCESS.json"))
+    part = os.path.join(out, "parts", "crashed")
+    for name in ("files", "segments"):
+        os.renames(os.path.join(out, f"{name}.parquet"), os.path.join(part, name, "00000.parquet"))
+    capsys.readouterr()
+    assert run_job("--input", audio, "--model", model, "--output", out, "--resume") == 0
+    printed = capsys.readouterr().out
+    assert "2 files already labeled, 2 to go" in printed and "label: done: 2 files" in printed
+    got = pq.read_table(os.path.join(out, "files.parquet")).to_pylist()
+    assert sorted(r["uri"] for r in got) == sorted(uris)
+    assert [r["label"] for r in sorted(got, key=lambda r: r["uri"])] == ["music", "music", "speech", "speech"]
+    # --resume with nothing new labels nothing; another model is refused
+    assert run_job("--input", audio, "--model", model, "--output", out, "--resume") == 0
+    assert "4 files already labeled, 0 to go" in capsys.readouterr().out
+    other = tmp_path / "other.pt"
+    with open(other, "wb") as f:
+        save_checkpoint(f, trained[2], trained[1], note="another model")
+    assert run_job("--input", audio, "--model", str(other), "--output", out, "--resume") == 2
+    assert "another model or settings" in capsys.readouterr().err
+
+
+def test_s3_in_and_out(ray_local, trained, bucket, s3_server, capsys):
+    model, _, _ = trained
+    s3 = storage.S3Options.from_env()
+    for k, kind in enumerate(["music", "speech", "music"]):
+        storage.write_bytes(f"s3://{bucket}/in/{kind}{k}.wav", wav_bytes(make_clip(kind, 4.0, 600 + k)), s3)
+    storage.write_bytes(f"s3://{bucket}/in/bad.wav", b"junk", s3)
+    storage.write_bytes(f"s3://{bucket}/model.pt", open(model, "rb").read(), s3)
+    out = f"s3://{bucket}/labels"
+    assert run_job("--input", f"s3://{bucket}/in", "--model", f"s3://{bucket}/model.pt", "--output", out,
+                   "--endpoint-url", s3_server) == 0
+    files = {r["uri"]: r for r in storage.read_table(f"{out}/files.parquet", s3).to_pylist()}
+    assert {u: r["label"] for u, r in files.items()} == {
+        f"s3://{bucket}/in/music0.wav": "music", f"s3://{bucket}/in/speech1.wav": "speech",
+        f"s3://{bucket}/in/music2.wav": "music", f"s3://{bucket}/in/bad.wav": None}
+    assert files[f"s3://{bucket}/in/bad.wav"]["status"] == "error"
+    assert storage.read_table(f"{out}/segments.parquet", s3).num_rows >= 3
+    assert storage.exists(f"{out}/_SUCCESS.json", s3)
+
+
+def test_bad_inputs_exit_2_naming_them(ray_local, trained, tmp_path, capsys):
+    model, _, _ = trained
+    assert run_job("--input", str(tmp_path / "missing"), "--model", model, "--output", str(tmp_path / "o")) == 2
+    assert str(tmp_path / "missing") in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert run_job("--input", str(tmp_path / "empty"), "--model", model, "--output", str(tmp_path / "o")) == 2
+    assert "no audio files" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    assert run_job("--input", str(tmp_path / "empty"), "--model", str(tmp_path / "junk.pt"),
+                   "--output", str(tmp_path / "o")) == 2
+    assert "junk.pt" in capsys.readouterr().err
