@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     from ray.data import TaskPoolStrategy
 
     if not ray.is_initialized():  # tests and notebooks may have started Ray already
-        ray.init(address=a.address or os.environ.get("RAY_ADDRESS") or None)
+        ray.init(address=a.address or os.environ.get("RAY_ADDRESS") or "local")  # "local": never attach to a cluster someone else started here
     t0 = time.time()
     run = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     run_dir, errors_dir = storage.join(out, "shards", run), storage.join(out, "errors", run)

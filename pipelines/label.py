@@ -651,7 +651,7 @@ def main(argv=None) -> int:
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
     if not ray.is_initialized():  # tests and notebooks may have started Ray already
-        ray.init(address=a.address or os.environ.get("RAY_ADDRESS") or None)
+        ray.init(address=a.address or os.environ.get("RAY_ADDRESS") or "local")
     t0 = time.time()
     res = ray.cluster_resources()
     n_actors = a.actors or (max(1, int(res.get("GPU", 0) // a.num_gpus_per_actor)) if a.num_gpus_per_actor > 0

@@ -738,7 +738,7 @@ def main(argv=None) -> int:
     import ray
 
     if not ray.is_initialized():  # tests and notebooks may have started Ray already
-        ray.init(address=a.address or os.environ.get("RAY_ADDRESS") or None)
+        ray.init(address=a.address or os.environ.get("RAY_ADDRESS") or "local")
     resources = ray.cluster_resources()
     results = []
     try:
