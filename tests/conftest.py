@@ -73,6 +73,61 @@ def bucket(s3_server):
     return name
 
 
+def _ray_processes() -> list[int]:
+    """PIDs of this machine's Ray processes (by command line)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                cmd = open(f"/proc/{d}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if b"ray" in cmd and int(d) != os.getpid():
+                pids.append(int(d))
+    return pids
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = set(), [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_processes(pids: set[int], grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL what is left. Used instead of `ray stop`, which would also stop every other
+    Ray on the machine (this session's in-process one included)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + grace
+        while time.time() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.2)
+        if not any(_alive(p) for p in pids):
+            return
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     """A real two-node Ray cluster on this machine (`ray start --head` + `ray start --address`), for
@@ -81,6 +136,7 @@ def ray_cluster(tmp_path_factory):
     ray = os.path.join(BIN, "ray")
     port, dash = free_port(), free_port()
     tmp = str(tmp_path_factory.mktemp("raycluster"))
+    before = set(_ray_processes())
     common = ["--num-cpus=2", "--object-store-memory=200000000", "--disable-usage-stats"]
 
     def own_ports():  # each node's agents on free ports: the session's other Ray holds the defaults
@@ -95,7 +151,7 @@ def ray_cluster(tmp_path_factory):
                        env=env, check=True, capture_output=True)
         yield f"http://127.0.0.1:{dash}", f"127.0.0.1:{port}", env
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+        stop_processes(set(_ray_processes()) - before - _descendants(os.getpid()))
         shutil.rmtree(tmp, ignore_errors=True)
 
 
