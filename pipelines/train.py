@@ -553,8 +553,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=2, help="DDP workers (Ray Train actors)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, NCCL, bf16 autocast, channels-last")
     p.add_argument("--cpus-per-worker", type=float,
-                   help="CPUs each worker reserves (default: leave one CPU of the cluster to Ray Data, "
-                        "the rest split over the workers, at most 4 each)")
+                   help="CPUs each worker reserves (default: whole CPUs from what is left after one for Ray "
+                        "Data, at most 4 each; 0.5 on a 2-core machine)")
     p.add_argument("--threads-per-worker", type=int,
                    help="torch threads per CPU worker (default: the cluster's CPUs / workers; data is loaded "
                         "once before training, so compute may use all cores)")
@@ -641,8 +641,10 @@ def run_one(a, s3: S3Options, shard_dirs: list[str], fcfg: FeatureConfig, roles:
     train_per_worker = n_win["train"] // a.num_workers * a.num_workers   # streaming_split(equal=True)
     steps = max(1, math.ceil(train_per_worker * a.crops_per_window / a.batch_size))
     total_cpu = ray_resources.get("CPU", 1.0)
+    # whole CPUs where there are enough (fractions like 1.5 strand half CPUs on every node, and a Ray Data
+    # task needs a whole one); 0.5 on a 2-core machine, so that one CPU stays free for Ray Data
     cpus = a.cpus_per_worker if a.cpus_per_worker is not None else \
-        max(0.25, min(4.0, (total_cpu - 1) / a.num_workers)) if not a.use_gpu else 1.0
+        max(0.5, min(4.0, float((total_cpu - 1) // a.num_workers))) if not a.use_gpu else 1.0
     threads = a.threads_per_worker or max(1, int(total_cpu // a.num_workers))
     public = {k: v for k, v in vars(a).items() if k not in ("fail_at_epoch", "fail_marker")}
     public.update(cpus_per_worker=cpus, threads_per_worker=threads, crop_frames=crop_frames,
@@ -680,8 +682,12 @@ def run_one(a, s3: S3Options, shard_dirs: list[str], fcfg: FeatureConfig, roles:
         storage_filesystem=storage.arrow_fs(storage_uri, s3) if storage.is_s3(storage_uri) else None,
         failure_config=FailureConfig(max_failures=a.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=2))
+    # by reference from the module, also when this file runs as __main__ (`python pipelines/train.py`):
+    # pickling __main__.train_loop by value drags torch.classes in and fails
+    from pipelines.train import train_loop as loop
+
     trainer = TorchTrainer(
-        train_loop, train_loop_config=c,
+        loop, train_loop_config=c,
         torch_config=TorchConfig(backend="nccl" if a.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=a.num_workers, use_gpu=a.use_gpu,
                                      resources_per_worker={"CPU": cpus, **({"GPU": 1} if a.use_gpu else {})}),
