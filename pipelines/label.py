@@ -38,7 +38,6 @@ import argparse
 import dataclasses
 import hashlib
 import io
-import json
 import os
 import sys
 import time
