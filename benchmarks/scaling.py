@@ -1,0 +1,136 @@
+"""Throughput of each stage at 1 and at 2 worker processes on this machine, on the real data set:
+
+    .venv/bin/python benchmarks/scaling.py                  # featurize, train, label; ~15 min on 2 cores
+    .venv/bin/python benchmarks/scaling.py --stages label --model /path/model.pt
+
+Each run is a fresh `python pipelines/<job>.py` process with its own local Ray (what a user runs), so the
+figures include Ray's start-up, scheduling and Parquet writing; the same machine, data and flags except
+the worker count, one run after the other:
+
+  featurize  clips/s from the job's summary; 1 worker = `--num-cpus 2` (one task at a time, each with the
+             whole machine), 2 workers = `--num-cpus 1` (two tasks at once). The data set is listed
+             --repeat times over (the job's own benchmarking flag) so that the run is long enough to time.
+  train      training crops/s (forward + backward + all-reduce + AdamW over `--crop-seconds` crops, the
+             job's own per-epoch figure, averaged over epochs after the first) for `--num-workers 1`
+             (2 torch threads) and `--num-workers 2` (1 thread each, gloo all-reduce between them).
+  label      audio seconds per wall second (x realtime) from the job's summary, for `--actors 1`
+             (2 torch threads) and `--actors 2` (1 thread each); decode/featurize tasks as the job sets them.
+
+Train uses the 1-worker featurize output; label uses the 2-worker train run's model.pt unless --model
+is given (speed does not depend on the weights). The load average before each run is printed: other
+work on the machine makes the second worker's core partly busy, so compare figures from one run only.
+Everything is written under --work, never into the repository.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def job(script: str, args: list[str]) -> tuple[str, float]:
+    """Run pipelines/<script> with args; -> (its output, wall seconds). Exits with its output on failure."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    t0 = time.time()
+    p = subprocess.run([sys.executable, os.path.join(REPO, "pipelines", script), *args], check=False, cwd=REPO,
+                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if p.returncode:
+        sys.exit(f"scaling: {script} {' '.join(args)} failed ({p.returncode}):\n{p.stdout[-3000:]}")
+    return p.stdout, time.time() - t0
+
+
+def summary(out: str, pattern: str) -> re.Match:
+    m = re.search(pattern, out)
+    if not m:
+        sys.exit(f"scaling: no summary line matching {pattern!r} in:\n{out[-3000:]}")
+    return m
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "music_speech"),
+                   help="the real data set (128 WAVs of 30 s)")
+    p.add_argument("--work", default="/tmp/music-speech-scaling", help="outputs go here (replaced on each run)")
+    p.add_argument("--stages", default="featurize,train,label", help="comma-separated subset")
+    p.add_argument("--repeat", type=int, default=2, help="featurize: list the data set N times over")
+    p.add_argument("--epochs", type=int, default=3, help="train: epochs per run (the first is not averaged)")
+    p.add_argument("--model", help="label: checkpoint to use (default: the 2-worker train run's model.pt)")
+    a = p.parse_args(argv)
+    stages = [s.strip() for s in a.stages.split(",") if s.strip()]
+    bad = set(stages) - {"featurize", "train", "label"}
+    if bad:
+        p.error(f"unknown stage(s): {', '.join(sorted(bad))}")
+    if not os.path.isdir(a.data):
+        print(f"scaling: error: {a.data} does not exist", file=sys.stderr)
+        return 2
+    if os.path.exists(a.work):
+        shutil.rmtree(a.work)
+    os.makedirs(a.work)
+    feats = os.path.join(a.work, "features-1")
+    model = a.model
+    rows = []  # (stage, unit, rate with 1 worker, rate with 2 workers)
+
+    def load():
+        return f"load avg {os.getloadavg()[0]:.2f}"
+
+    if "featurize" in stages:
+        rate = {}
+        for n, cpus in ((1, "2"), (2, "1")):
+            print(f"featurize, {n} worker process(es), {load()} ...", flush=True)
+            out, _ = job("featurize.py", ["--input", a.data, "--output", os.path.join(a.work, f"features-{n}"),
+                                          "--repeat", str(a.repeat), "--num-cpus", cpus])
+            m = summary(out, r"featurize: done: (\d+) files, (\d+) windows.* ([\d.]+) clips/s")
+            rate[n] = float(m[3])
+            print(f"  {m[0]}", flush=True)
+        rows.append(("featurize", f"clips/s ({int(m[2])} windows)", rate[1], rate[2]))
+
+    if "train" in stages or ("label" in stages and not model):
+        if not os.path.exists(os.path.join(feats, "_SUCCESS.json")):
+            job("featurize.py", ["--input", a.data, "--output", feats])
+        rate = {}
+        for n in (1, 2):
+            print(f"train, {n} worker(s), {load()} ...", flush=True)
+            name = f"workers-{n}"
+            job("train.py", ["--features", feats, "--output", os.path.join(a.work, "runs"), "--name", name,
+                             "--num-workers", str(n), "--epochs", str(a.epochs), "--min-epochs", str(a.epochs)])
+            with open(os.path.join(a.work, "runs", name, "report", "metrics.json")) as f:
+                m = json.load(f)
+            hist = m["history"][1:] or m["history"]
+            rate[n] = float(np.mean([h["train_samples_per_s"] for h in hist]))
+            print(f"  {rate[n]:.2f} crops/s ({m['train_config']['crop_frames']} frames), "
+                  f"peak {m['peak_memory_mb_per_worker']:.0f} MB per worker", flush=True)
+        model = model or os.path.join(a.work, "runs", "workers-2", "model.pt")
+        if "train" in stages:
+            rows.append(("train", f"crops/s ({m['train_config']['crop_frames']}-frame crops)", rate[1], rate[2]))
+
+    if "label" in stages:
+        rate = {}
+        for n in (1, 2):
+            print(f"label, {n} actor(s), {load()} ...", flush=True)
+            out, _ = job("label.py", ["--input", a.data, "--model", model, "--output",
+                                      os.path.join(a.work, f"labels-{n}"), "--actors", str(n),
+                                      "--threads-per-actor", str(2 // n), "--cpus-per-actor", "0.5"])
+            m = summary(out, r"label: done: (\d+) files, ([\d.]+) h of audio.* ([\d.]+)x realtime")
+            rate[n] = float(m[3])
+            print(f"  {m[0]}", flush=True)
+        rows.append(("label", f"x realtime ({m[1]} files, {m[2]} h)", rate[1], rate[2]))
+
+    print(f"\n{os.cpu_count()} cores; {load()} at the end\n")
+    print("| stage | unit | 1 worker process | 2 worker processes | 2 / 1 |\n| --- | --- | --- | --- | --- |")
+    for stage, unit, r1, r2 in rows:
+        print(f"| {stage} | {unit} | {r1:.2f} | {r2:.2f} | {r2 / r1:.2f} |")
+    print(f"\ncommand: .venv/bin/python benchmarks/scaling.py {' '.join(sys.argv[1:] if argv is None else argv)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
