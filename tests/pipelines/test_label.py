@@ -88,33 +88,6 @@ def run_job(*args) -> int:
 
 # ------------------------------------------------------------------------------------------------
 
-def test_fast_forward_equals_plain_network(trained):
-    """The exact speedups (conv 1 as a lookup, pooling before ReLU/BN, oneDNN direct) change nothing but
-    float rounding: batches of 1 and 3, odd frame counts, BN scales of both signs."""
-    _, cfg, trained_net = trained
-    torch.manual_seed(1)
-    net = Conv3DNet().eval()
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm3d):  # make every BN non-trivial, with negative scales too
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(-1, 1)
-            m.bias.data.uniform_(-0.5, 0.5)
-    rng = np.random.default_rng(0)
-    for model in (net, trained_net):
-        fast = job.FastConv3D(model, chunk_frames=64)
-        for B, seconds in ((1, 3.0), (3, 2.7)):
-            x = rng.standard_normal((B, int(seconds * cfg.sample_rate))).astype(np.float32) * 0.1
-            x[:, :5000] += np.sin(np.arange(5000) * 0.05).astype(np.float32)
-            idx = featurize(x, cfg.sample_rate, cfg)
-            with torch.inference_mode():
-                assert torch.allclose(fast.features(idx), model.features(expand(idx)), atol=2e-5, rtol=1e-4)
-                for k in (1, 5):
-                    ref = model.local_logits(expand(idx), k * 8)
-                    assert torch.allclose(fast.local_logits(idx, k), ref, atol=2e-5, rtol=1e-4)
-                assert torch.allclose(fast.local_logits(idx, None)[:, 0], model(expand(idx)), atol=2e-5, rtol=1e-4)
-
-
 def test_timeline_and_segments():
     # overlapping spans average; short flicker is merged away; probabilities are duration weighted
     edges, mean = job.timeline([0, 1, 2], [2, 3, 3], [[1, 0], [0, 1], [0, 1]])
