@@ -54,6 +54,7 @@ import pyarrow.compute as pc  # noqa: E402
 
 from model import FastConv3D, FeatureConfig, featurize  # noqa: E402
 from pipelines import storage  # noqa: E402
+from pipelines.report import plot_file  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
 
 STEP = 8  # the network pools time by 2 three times: one feature-map step = 8 spectrogram frames
@@ -374,73 +375,6 @@ class PartWriter:
         storage.write_table(storage.join(self.dir, "segments", name), seg, self.s3)
         storage.write_table(storage.join(self.dir, "files", name), pa.Table.from_pylist(self.files, schema=self.schema), self.s3)
         self.files, self.segs, self.n, self.t = [], [], self.n + 1, time.time()
-
-
-# ------------------------------------------------------------------------------------------------
-# the plot
-
-def plot_file(uri: str, segs: pa.Table, png: str, cfg: FeatureConfig, s3=None, columns: int = 2000) -> None:
-    """PNG: waveform envelope, mel spectrogram (streamed, column-pooled to ~`columns` pixels) and the
-    music/speech timeline of one labeled file."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
-    from model.features import mel_transform
-
-    info = next(storage.iter_decoded_blocks(uri, 1.0, cfg.sample_rate, s3))[2]
-    dur = info.duration
-    per_col = max(1, int(dur * cfg.sample_rate / columns))
-    env_lo, env_hi, spec = [], [], []
-    mel = mel_transform(cfg)
-    carry = np.zeros(0, np.float32)
-    for _, block, _ in storage.iter_decoded_blocks(uri, 30.0, cfg.sample_rate, s3):
-        x = np.concatenate([carry, block])
-        n = len(x) // per_col * per_col
-        carry = x[n:]
-        if n == 0:
-            continue
-        cols = x[:n].reshape(-1, per_col)
-        env_lo.append(cols.min(1))
-        env_hi.append(cols.max(1))
-        with torch.inference_mode():
-            m = mel(torch.from_numpy(x[:n].copy())).numpy()             # (n_mels, frames)
-        nc = cols.shape[0]                                           # frame j (centred at j*hop) -> its column
-        col = np.minimum(np.arange(m.shape[1]) * cfg.hop_length // per_col, nc - 1)
-        acc, cnt = np.zeros((m.shape[0], nc)), np.bincount(col, minlength=nc)
-        np.add.at(acc.T, col, m.T)
-        for j in np.nonzero(cnt == 0)[0]:                            # columns narrower than a hop
-            acc[:, j], cnt[j] = acc[:, j - 1] / max(cnt[j - 1], 1) if j else 0.0, 1
-        spec.append(acc / np.maximum(cnt, 1))
-    lo, hi, S = np.concatenate(env_lo), np.concatenate(env_hi), np.concatenate(spec, 1)
-    S = 10 * np.log10(np.maximum(S, 1e-10))
-    S = np.maximum(S, S.max() - cfg.top_db)
-    t = np.arange(len(lo)) * per_col / cfg.sample_rate
-    fig, ax = plt.subplots(3, 1, figsize=(14, 6), sharex=True, gridspec_kw={"height_ratios": [1.2, 2, 0.6]})
-    ax[0].fill_between(t, lo, hi, color="0.3", lw=0)
-    ax[0].set_ylabel("waveform")
-    ax[0].set_title(f"{os.path.basename(uri)}: {dur:.1f} s")
-    ax[1].imshow(S, origin="lower", aspect="auto", cmap="magma", extent=(0, t[-1] if len(t) else dur, 0, S.shape[0]))
-    ax[1].set_ylabel("mel band")
-    colors = {"music": "tab:orange", "speech": "tab:blue"}
-    seen = set()
-    for r in segs.to_pylist():
-        c = colors.get(r["label"], "tab:gray")
-        ax[2].axvspan(r["start"], r["end"], color=c, alpha=0.35 + 0.6 * max(0.0, r["probability"] - 0.5),
-                      label=None if r["label"] in seen else r["label"])
-        seen.add(r["label"])
-    ax[2].set_yticks([])
-    ax[2].set_ylabel("label")
-    ax[2].set_xlabel("time (s)")
-    ax[2].set_xlim(0, dur)
-    ax[2].legend(loc="upper right", ncol=2, fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    storage.write_bytes(png, buf.getvalue(), s3 if storage.is_s3(png) else None)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -73,7 +73,9 @@ import torch  # noqa: E402
 
 from model import Conv3DNet, FeatureConfig, NetConfig, expand  # noqa: E402
 from model.checkpoint import checkpoint_dict, read_checkpoint  # noqa: E402
+from model.crops import mask_, random_crops, real_frames, window_logits  # noqa: E402
 from pipelines import featurize, storage  # noqa: E402
+from pipelines.report import classification_metrics, write_report  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
 
 ROW_COLUMNS = ["uri", "window_start", "window_duration", "label", "n_mels", "n_frames", "index"]
@@ -137,143 +139,6 @@ def fold_roles(files: dict, folds: int, val_fraction: float, seed: int) -> list[
         roles.update({u: "val" if u in val else "train" for u in rest_u})
         out.append(roles)
     return out
-
-
-# ------------------------------------------------------------------------------------------------
-# augmentation and evaluation on the uint8 index (pure torch/numpy: the tests and label job share them)
-
-def real_frames(duration: float, cfg: FeatureConfig) -> int:
-    """Frames of a window that hold real audio (the last window of a file is zero-padded)."""
-    return min(cfg.n_frames(), cfg.n_frames(int(round(duration * cfg.sample_rate))))
-
-
-def random_crops(index: np.ndarray, real: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
-    """(B, n_mels, frames) uint8 -> (B, n_mels, crop): a random stretch of each window's real audio."""
-    B, _, W = index.shape
-    crop = min(crop, W)
-    out = np.empty((B, index.shape[1], crop), np.uint8)
-    for i in range(B):
-        hi = max(0, min(int(real[i]), W) - crop)
-        s = int(rng.integers(0, hi + 1))
-        out[i] = index[i, :, s:s + crop]
-    return out
-
-
-def mask_(x: np.ndarray, rng: np.random.Generator, time_masks: int, time_width: float, freq_masks: int,
-          freq_width: int) -> np.ndarray:
-    """SpecAugment on the index, in place: up to time_width (fraction of frames) wide time stripes and
-    up to freq_width mels wide frequency stripes set to index 0, the colormap's floor (silence)."""
-    B, H, W = x.shape
-    for i in range(B):
-        for _ in range(time_masks):
-            w = int(rng.integers(0, max(1, int(time_width * W)) + 1))
-            s = int(rng.integers(0, W - w + 1))
-            x[i, :, s:s + w] = 0
-        for _ in range(freq_masks):
-            w = int(rng.integers(0, min(freq_width, H) + 1))
-            s = int(rng.integers(0, H - w + 1))
-            x[i, s:s + w, :] = 0
-    return x
-
-
-def window_logits(net: Conv3DNet, index: np.ndarray, real: np.ndarray, crop_frames: int, n_bins: int = 10,
-                  device="cpu", batch_size: int = 4) -> torch.Tensor:
-    """uint8 windows (N, n_mels, frames) -> (N, n_classes) float32 logits: the mean of the logits of the
-    crop-length stretches of each window that start inside its real audio, from one forward pass per
-    window (the network in eval mode)."""
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    out = []
-    with torch.no_grad():
-        for a in range(0, len(index), batch_size):
-            x = expand(torch.from_numpy(np.ascontiguousarray(index[a:a + batch_size])).to(device), n_bins)
-            if cuda:
-                x = x.to(memory_format=torch.channels_last_3d)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                local = net.local_logits(x, crop_frames).float()            # (b, L, C)
-            step = max(1, crop_frames // 8) * 8                                # frames per stretch
-            starts = torch.arange(local.shape[1], device=device) * step
-            r = torch.as_tensor(np.asarray(real[a:a + batch_size]), device=device)
-            valid = (starts[None, :] < r[:, None]) | (starts[None, :] == 0)
-            w = valid.float()[..., None]
-            out.append(((local * w).sum(1) / w.sum(1)).cpu())
-    n_classes = net.cfg.n_classes
-    return torch.cat(out) if out else torch.zeros(0, n_classes)
-
-
-# ------------------------------------------------------------------------------------------------
-# metrics and the report
-
-def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple) -> dict:
-    """probs (N, C), integer labels (N,) -> accuracy, per-class precision/recall/F1, confusion, ROC AUC."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
-
-    pred = probs.argmax(1)
-    idx = list(range(len(classes)))
-    p, r, f, s = precision_recall_fscore_support(labels, pred, labels=idx, zero_division=0)
-    m = {"n": int(len(labels)), "accuracy": float(accuracy_score(labels, pred)) if len(labels) else float("nan"),
-         "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-                       for i, c in enumerate(classes)},
-         "confusion_matrix": confusion_matrix(labels, pred, labels=idx).tolist(),
-         "confusion_matrix_axes": "rows: true class, columns: predicted class, in `classes` order",
-         "classes": list(classes)}
-    try:
-        if len(classes) == 2:
-            m["roc_auc"] = float(roc_auc_score(labels, probs[:, 1]))
-        else:
-            m["roc_auc"] = float(roc_auc_score(labels, probs, multi_class="ovr"))
-    except ValueError:  # one class only in labels
-        m["roc_auc"] = None
-    return m
-
-
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def write_report(report_dir: str, metrics: dict, history: list[dict], probs: np.ndarray, labels: np.ndarray,
-                 classes: tuple, s3: S3Options | None = None) -> None:
-    """metrics.json plus loss/accuracy curves, confusion matrix and ROC plots (matplotlib, Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
-    storage.write_json(storage.join(report_dir, "metrics.json"), metrics, s3)
-    ep = [h["epoch"] for h in history]
-    for key, title in (("loss", "loss"), ("acc", "accuracy")):
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot(ep, [h[f"train_{key}"] for h in history], "o-", label="train (augmented crops)")
-        ax.plot(ep, [h[f"val_{key}"] for h in history], "s-", label="validation (whole windows)")
-        if metrics.get("best_epoch") is not None:
-            ax.axvline(metrics["best_epoch"], color="gray", ls=":", label="best epoch")
-        ax.set_xlabel("epoch"), ax.set_ylabel(title), ax.legend(), ax.grid(alpha=0.3)
-        ax.set_title(title)
-        storage.write_bytes(storage.join(report_dir, f"{'loss' if key == 'loss' else 'accuracy'}.png"), _png(fig), s3)
-    cm = np.asarray(metrics["test"]["confusion_matrix"])
-    fig, ax = plt.subplots(figsize=(4, 3.5))
-    ax.imshow(cm, cmap="Blues")
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="black")
-    ax.set_xticks(range(len(classes)), classes), ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted"), ax.set_ylabel("true")
-    ax.set_title(f"test accuracy {metrics['test']['accuracy']:.3f}")
-    storage.write_bytes(storage.join(report_dir, "confusion.png"), _png(fig), s3)
-    fig, ax = plt.subplots(figsize=(4, 4))
-    if len(set(labels.tolist())) == 2 and probs.shape[1] == 2:
-        fpr, tpr, _ = roc_curve(labels, probs[:, 1])
-        ax.plot(fpr, tpr, label=f"{classes[1]} vs {classes[0]}, AUC {metrics['test']['roc_auc']:.3f}")
-    ax.plot([0, 1], [0, 1], "k:", lw=1)
-    ax.set_xlabel("false positive rate"), ax.set_ylabel("true positive rate"), ax.legend(loc="lower right")
-    ax.set_title("ROC (test)")
-    storage.write_bytes(storage.join(report_dir, "roc.png"), _png(fig), s3)
 
 
 # ------------------------------------------------------------------------------------------------

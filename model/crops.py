@@ -1,0 +1,72 @@
+"""Training crops, masking and crop-averaged evaluation on the uint8 colormap index (pure torch/numpy).
+
+The network is fully convolutional up to its global pooling, so it trains on random time crops of each
+window and evaluates a whole window in one pass, averaging the logits of its crop-length stretches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .features import FeatureConfig, expand
+from .net import Conv3DNet
+
+
+def real_frames(duration: float, cfg: FeatureConfig) -> int:
+    """Frames of a window that hold real audio (the last window of a file is zero-padded)."""
+    return min(cfg.n_frames(), cfg.n_frames(int(round(duration * cfg.sample_rate))))
+
+
+def random_crops(index: np.ndarray, real: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, n_mels, frames) uint8 -> (B, n_mels, crop): a random stretch of each window's real audio."""
+    B, _, W = index.shape
+    crop = min(crop, W)
+    out = np.empty((B, index.shape[1], crop), np.uint8)
+    for i in range(B):
+        hi = max(0, min(int(real[i]), W) - crop)
+        s = int(rng.integers(0, hi + 1))
+        out[i] = index[i, :, s:s + crop]
+    return out
+
+
+def mask_(x: np.ndarray, rng: np.random.Generator, time_masks: int, time_width: float, freq_masks: int,
+          freq_width: int) -> np.ndarray:
+    """SpecAugment on the index, in place: up to time_width (fraction of frames) wide time stripes and
+    up to freq_width mels wide frequency stripes set to index 0, the colormap's floor (silence)."""
+    B, H, W = x.shape
+    for i in range(B):
+        for _ in range(time_masks):
+            w = int(rng.integers(0, max(1, int(time_width * W)) + 1))
+            s = int(rng.integers(0, W - w + 1))
+            x[i, :, s:s + w] = 0
+        for _ in range(freq_masks):
+            w = int(rng.integers(0, min(freq_width, H) + 1))
+            s = int(rng.integers(0, H - w + 1))
+            x[i, s:s + w, :] = 0
+    return x
+
+
+def window_logits(net: Conv3DNet, index: np.ndarray, real: np.ndarray, crop_frames: int, n_bins: int = 10,
+                  device="cpu", batch_size: int = 4) -> torch.Tensor:
+    """uint8 windows (N, n_mels, frames) -> (N, n_classes) float32 logits: the mean of the logits of the
+    crop-length stretches of each window that start inside its real audio, from one forward pass per
+    window (the network in eval mode)."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    out = []
+    with torch.no_grad():
+        for a in range(0, len(index), batch_size):
+            x = expand(torch.from_numpy(np.ascontiguousarray(index[a:a + batch_size])).to(device), n_bins)
+            if cuda:
+                x = x.to(memory_format=torch.channels_last_3d)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                local = net.local_logits(x, crop_frames).float()            # (b, L, C)
+            step = max(1, crop_frames // 8) * 8                                # frames per stretch
+            starts = torch.arange(local.shape[1], device=device) * step
+            r = torch.as_tensor(np.asarray(real[a:a + batch_size]), device=device)
+            valid = (starts[None, :] < r[:, None]) | (starts[None, :] == 0)
+            w = valid.float()[..., None]
+            out.append(((local * w).sum(1) / w.sum(1)).cpu())
+    n_classes = net.cfg.n_classes
+    return torch.cat(out) if out else torch.zeros(0, n_classes)

@@ -1,0 +1,36 @@
+import numpy as np
+import torch
+
+from model import Conv3DNet, FeatureConfig, expand
+from model.crops import mask_, random_crops, real_frames, window_logits
+
+WIN = 4.0
+
+
+def test_crops_stay_in_real_audio_and_masks_are_the_floor():
+    rng = np.random.default_rng(0)
+    x = np.full((3, 16, 100), 200, np.uint8)
+    x[:, :, 40:] = 7                                   # frames past the real audio
+    c = random_crops(x, np.array([40, 40, 40]), 30, rng)
+    assert c.shape == (3, 16, 30) and (c == 200).all()
+    m = mask_(c.copy(), rng, time_masks=2, time_width=0.5, freq_masks=2, freq_width=8)
+    assert set(np.unique(m)) <= {0, 200} and (m == 0).any()
+    cfg = FeatureConfig(window_seconds=WIN)
+    assert real_frames(WIN, cfg) == cfg.n_frames() and real_frames(1.0, cfg) == cfg.n_frames(22050)
+
+
+def test_window_logits_average_the_stretches_that_hold_real_audio():
+    torch.manual_seed(0)
+    net = Conv3DNet().eval()
+    idx = np.random.default_rng(1).integers(0, 256, (3, 128, 64), dtype=np.uint8)
+    x = expand(torch.from_numpy(idx))
+    with torch.no_grad():
+        whole = net(x)                                                  # (3, C): one global pooling
+        local = net.local_logits(x, 16)                                 # (3, 4, C): 16-frame stretches
+    # one stretch as long as the window: the plain forward pass
+    assert torch.allclose(window_logits(net, idx, np.array([64, 64, 64]), 64, batch_size=2), whole, atol=1e-5)
+    # real audio 64, 16 and 40 frames: all 4 stretches, the first only, the first 3 (starts 0, 16, 32 < 40)
+    got = window_logits(net, idx, np.array([64, 16, 40]), 16, batch_size=2)
+    want = torch.stack([local[0].mean(0), local[1, 0], local[2, :3].mean(0)])
+    assert torch.allclose(got, want, atol=1e-5)
+    assert window_logits(net, idx[:0], np.zeros(0), 16).shape == (0, 2)
