@@ -1,25 +1,29 @@
-"""Throughput of each stage at 1 and at 2 worker processes on this machine, on the real data set:
+"""Throughput of each stage with 1 and with 2 worker processes on this machine, on the real data set:
 
     .venv/bin/python benchmarks/scaling.py                  # featurize, train, label; ~15 min on 2 cores
     .venv/bin/python benchmarks/scaling.py --stages label --model /path/model.pt
 
 Each run is a fresh `python pipelines/<job>.py` process with its own local Ray (what a user runs), so the
-figures include Ray's start-up, scheduling and Parquet writing; the same machine, data and flags except
-the worker count, one run after the other:
+figures include Ray's start-up, scheduling and Parquet writing; the same machine, data and flags except the
+number of worker processes, one run after the other, every worker process with ONE torch thread, so that
+"2 / 1" is what a second core buys (the figure the cluster sizing multiplies by cores):
 
-  featurize  clips/s from the job's summary; 1 worker = `--num-cpus 2` (one task at a time, each with the
-             whole machine), 2 workers = `--num-cpus 1` (two tasks at once). The data set is listed
-             --repeat times over (the job's own benchmarking flag) so that the run is long enough to time.
-  train      training crops/s (forward + backward + all-reduce + AdamW over `--crop-seconds` crops, the
-             job's own per-epoch figure, averaged over epochs after the first) for `--num-workers 1`
-             (2 torch threads) and `--num-workers 2` (1 thread each, gloo all-reduce between them).
-  label      audio seconds per wall second (x realtime) from the job's summary, for `--actors 1`
-             (2 torch threads) and `--actors 2` (1 thread each); decode/featurize tasks as the job sets them.
+  featurize  clips/s from the job's summary, on a local Ray given 1 CPU, then 2 CPUs (featurize tasks are
+             single-threaded by design and take 1 CPU each; read -> featurize -> write fuse into one task
+             per --files-per-task files, so 1 CPU runs one such task at a time, 2 CPUs two). The data set
+             is listed --repeat times over (the job's own benchmarking flag) to make the run long enough.
+  train      training crops/s (forward + backward + all-reduce + AdamW over 3 s crops, the job's own
+             per-epoch figure, averaged over the epochs after the first) for `--num-workers 1` and
+             `--num-workers 2` (gloo all-reduce between them), `--threads-per-worker 1`.
+  label      audio seconds per wall second (x realtime) from the job's summary for `--actors 1` and
+             `--actors 2` network actors, `--threads-per-actor 1`; the decode/featurize tasks (0.5 CPU
+             each) take the CPUs the actors leave (0.5 each here): 3 at once beside 1 actor, 2 beside 2.
 
-Train uses the 1-worker featurize output; label uses the 2-worker train run's model.pt unless --model
-is given (speed does not depend on the weights). The load average before each run is printed: other
-work on the machine makes the second worker's core partly busy, so compare figures from one run only.
-Everything is written under --work, never into the repository.
+Train and label run on a local Ray with all of this machine's CPUs. Train uses the data set featurized once
+(no repeat); label uses --model, else the model of the 2-worker train run (speed does not depend on the
+weights). The load average before each run is printed: other work on the machine makes the second core
+partly busy, so compare figures from one run only. Everything is written under --work (replaced on each
+run), never into the repository.
 """
 
 import argparse
@@ -36,13 +40,23 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def job(script: str, args: list[str]) -> tuple[str, float]:
-    """Run pipelines/<script> with args; -> (its output, wall seconds). Exits with its output on failure."""
+# a job on a local Ray of a given size: the jobs start Ray only when it is not running yet
+WRAP = ("import sys, ray; ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False); "
+        "from pipelines import {mod}; sys.exit({mod}.main(sys.argv[2:]))")
+
+
+def job(script: str, args: list[str], ray_cpus: int | None = None) -> tuple[str, float]:
+    """Run pipelines/<script> with args (on a local Ray of ray_cpus CPUs when given, else all CPUs);
+    -> (its output, wall seconds). Exits with its output on failure."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
     env.setdefault("RAY_AUTH_MODE", "disabled")
+    if ray_cpus is None:
+        cmd = [sys.executable, os.path.join(REPO, "pipelines", script), *args]
+    else:
+        cmd = [sys.executable, "-c", WRAP.format(mod=script.removesuffix(".py")), str(ray_cpus), *args]
     t0 = time.time()
-    p = subprocess.run([sys.executable, os.path.join(REPO, "pipelines", script), *args], check=False, cwd=REPO,
-                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.run(cmd, check=False, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True)
     if p.returncode:
         sys.exit(f"scaling: {script} {' '.join(args)} failed ({p.returncode}):\n{p.stdout[-3000:]}")
     return p.stdout, time.time() - t0
@@ -72,10 +86,13 @@ def main(argv=None) -> int:
     if not os.path.isdir(a.data):
         print(f"scaling: error: {a.data} does not exist", file=sys.stderr)
         return 2
-    if os.path.exists(a.work):
-        shutil.rmtree(a.work)
-    os.makedirs(a.work)
-    feats = os.path.join(a.work, "features-1")
+    work = os.path.abspath(a.work)
+    if a.model and os.path.abspath(a.model).startswith(work + os.sep):
+        p.error(f"--model {a.model} lies inside --work {a.work}, which is replaced on each run: copy it out first")
+    if os.path.exists(work):
+        shutil.rmtree(work)
+    os.makedirs(work)
+    feats = os.path.join(work, "features")
     model = a.model
     rows = []  # (stage, unit, rate with 1 worker, rate with 2 workers)
 
@@ -84,10 +101,10 @@ def main(argv=None) -> int:
 
     if "featurize" in stages:
         rate = {}
-        for n, cpus in ((1, "2"), (2, "1")):
-            print(f"featurize, {n} worker process(es), {load()} ...", flush=True)
-            out, _ = job("featurize.py", ["--input", a.data, "--output", os.path.join(a.work, f"features-{n}"),
-                                          "--repeat", str(a.repeat), "--num-cpus", cpus])
+        for n in (1, 2):
+            print(f"featurize, Ray with {n} CPU(s), {load()} ...", flush=True)
+            out, _ = job("featurize.py", ["--input", a.data, "--output", os.path.join(work, f"features-x{n}"),
+                                          "--repeat", str(a.repeat), "--num-cpus", "1"], ray_cpus=n)
             m = summary(out, r"featurize: done: (\d+) files, (\d+) windows.* ([\d.]+) clips/s")
             rate[n] = float(m[3])
             print(f"  {m[0]}", flush=True)
@@ -97,18 +114,19 @@ def main(argv=None) -> int:
         if not os.path.exists(os.path.join(feats, "_SUCCESS.json")):
             job("featurize.py", ["--input", a.data, "--output", feats])
         rate = {}
-        for n in (1, 2):
+        for n in (1, 2) if "train" in stages else (2,):
             print(f"train, {n} worker(s), {load()} ...", flush=True)
             name = f"workers-{n}"
-            job("train.py", ["--features", feats, "--output", os.path.join(a.work, "runs"), "--name", name,
-                             "--num-workers", str(n), "--epochs", str(a.epochs), "--min-epochs", str(a.epochs)])
-            with open(os.path.join(a.work, "runs", name, "report", "metrics.json")) as f:
+            job("train.py", ["--features", feats, "--output", os.path.join(work, "runs"), "--name", name,
+                             "--num-workers", str(n), "--threads-per-worker", "1",
+                             "--epochs", str(a.epochs), "--min-epochs", str(a.epochs)])
+            with open(os.path.join(work, "runs", name, "report", "metrics.json")) as f:
                 m = json.load(f)
             hist = m["history"][1:] or m["history"]
             rate[n] = float(np.mean([h["train_samples_per_s"] for h in hist]))
             print(f"  {rate[n]:.2f} crops/s ({m['train_config']['crop_frames']} frames), "
                   f"peak {m['peak_memory_mb_per_worker']:.0f} MB per worker", flush=True)
-        model = model or os.path.join(a.work, "runs", "workers-2", "model.pt")
+        model = model or os.path.join(work, "runs", "workers-2", "model.pt")
         if "train" in stages:
             rows.append(("train", f"crops/s ({m['train_config']['crop_frames']}-frame crops)", rate[1], rate[2]))
 
@@ -117,8 +135,8 @@ def main(argv=None) -> int:
         for n in (1, 2):
             print(f"label, {n} actor(s), {load()} ...", flush=True)
             out, _ = job("label.py", ["--input", a.data, "--model", model, "--output",
-                                      os.path.join(a.work, f"labels-{n}"), "--actors", str(n),
-                                      "--threads-per-actor", str(2 // n), "--cpus-per-actor", "0.5"])
+                                      os.path.join(work, f"labels-{n}"), "--actors", str(n),
+                                      "--threads-per-actor", "1", "--cpus-per-actor", "0.5"])
             m = summary(out, r"label: done: (\d+) files, ([\d.]+) h of audio.* ([\d.]+)x realtime")
             rate[n] = float(m[3])
             print(f"  {m[0]}", flush=True)
