@@ -32,13 +32,12 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple
          "confusion_matrix": confusion_matrix(labels, pred, labels=idx).tolist(),
          "confusion_matrix_axes": "rows: true class, columns: predicted class, in `classes` order",
          "classes": list(classes)}
-    try:
+    m["roc_auc"] = None  # undefined unless every class occurs (sklearn would warn and give NaN: not JSON)
+    if len(set(np.asarray(labels).tolist())) == len(classes) >= 2:
         if len(classes) == 2:
             m["roc_auc"] = float(roc_auc_score(labels, probs[:, 1]))
         else:
             m["roc_auc"] = float(roc_auc_score(labels, probs, multi_class="ovr"))
-    except ValueError:  # one class only in labels
-        m["roc_auc"] = None
     return m
 
 
