@@ -75,7 +75,7 @@ def main(argv=None) -> int:
                    help="the real data set (128 WAVs of 30 s)")
     p.add_argument("--work", default="/tmp/music-speech-scaling", help="outputs go here (replaced on each run)")
     p.add_argument("--stages", default="featurize,train,label", help="comma-separated subset")
-    p.add_argument("--repeat", type=int, default=2, help="featurize: list the data set N times over")
+    p.add_argument("--repeat", type=int, default=8, help="featurize: list the data set N times over (1024 windows)")
     p.add_argument("--epochs", type=int, default=3, help="train: epochs per run (the first is not averaged)")
     p.add_argument("--model", help="label: checkpoint to use (default: the 2-worker train run's model.pt)")
     a = p.parse_args(argv)

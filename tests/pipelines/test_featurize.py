@@ -108,6 +108,23 @@ def test_local_folder_to_parquet(ray_local, tmp_path):
     assert job.read_rows(out, columns=["uri"]).num_rows == rows.num_rows + 1
 
 
+def test_default_spreads_files_over_tasks_one_shard_each(ray_local, tmp_path, capsys):
+    """Without --files-per-task, 24 files on the 2-CPU test Ray go 3 per task (4 tasks per CPU), one shard
+    per task; a given --files-per-task is kept, and a bad one is refused."""
+    audio, out = tmp_path / "audio", str(tmp_path / "features")
+    for k in range(24):
+        storage.write_bytes(str(audio / "train" / "music" / f"m{k}.wav"), wav_bytes(make_clip("music", 1.0, k)))
+    assert job.main(["--input", str(audio), "--output", out, "--window-seconds", "1"]) == 0
+    shards = [f for d in job.finished_shards(out)[0] for f in os.listdir(d) if f.endswith(".parquet")]
+    assert len(shards) == 8 and job.read_rows(out).num_rows == 24
+    assert job.main(["--input", str(audio), "--output", out, "--window-seconds", "1", "--files-per-task", "12",
+                     "--overwrite"]) == 0
+    assert len([f for d in job.finished_shards(out)[0] for f in os.listdir(d) if f.endswith(".parquet")]) == 2
+    with pytest.raises(SystemExit):
+        job.main(["--input", str(audio), "--output", out, "--files-per-task", "0"])
+    assert "--files-per-task must be >= 1" in capsys.readouterr().err
+
+
 def test_bad_locations_exit_nonzero_naming_them(ray_local, tmp_path, capsys):
     assert run_job("--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o")) == 2
     assert str(tmp_path / "missing") in capsys.readouterr().err
