@@ -72,7 +72,7 @@ def main():
     ap.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "music_speech"))
     ap.add_argument("--repeat", type=int, default=4, help="read the data set N times over (default 4: 512 clips)")
     ap.add_argument("--naive-limit", type=int, default=32, help="clips through the naive pipeline (default 32)")
-    ap.add_argument("--files-per-task", type=int, default=8)
+    ap.add_argument("--files-per-task", type=int, help="default: the job's own (4 tasks per CPU, <= 32 files each)")
     a = ap.parse_args()
     data = os.path.normpath(a.data)
     paths = sorted(glob.glob(os.path.join(data, "*", "*", "*.wav")))
@@ -86,7 +86,7 @@ def main():
 
         out = os.path.join(tmp, "features")
         rc = featurize.main(["--input", data, "--output", out, "--repeat", str(a.repeat),
-                             "--files-per-task", str(a.files_per_task)])
+                             *(["--files-per-task", str(a.files_per_task)] if a.files_per_task else [])])
         assert rc == 0, f"featurize failed with exit code {rc}"
         summary = json.load(open(os.path.join(out, "_SUCCESS.json")))
         job_cps = summary["windows"] / summary["wall_seconds"]
