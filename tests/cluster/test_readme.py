@@ -26,5 +26,5 @@ def test_each_job_is_submitted_with_ray_job_submit():
 def test_sizing_section_shows_its_arithmetic():
     assert "100,000 h × 3600 s/h ÷ 30 s" in README and "12,000,000" in README
     # label: the measured CPU rate with its arithmetic; the GPU rate is marked as not measured, not invented
-    assert "100,000 h × 3600 ÷ 28 ÷ 3600" in README and "~3,600 core-hours" in README
+    assert "100,000 h × 3600 ÷ 42.9 ÷ 3600" in README and "~2,300 core-hours" in README
     assert "not measured" in README
