@@ -396,12 +396,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--min-segment-seconds", type=float, default=2.0,
                    help="segments shorter than this join their neighbour (flicker smoothing); 0: off")
     p.add_argument("--batch-size", type=int, default=4, help="windows per network call")
-    p.add_argument("--actors", type=int, default=0,
-                   help="network actors (0: one per GPU with --num-gpus-per-actor, else one per CPU: on 2 cores two "
-                        "1-thread actors labeled 80-84x realtime, one 2-thread actor 72x)")
-    p.add_argument("--cpus-per-actor", type=float, default=0.5,
-                   help="CPUs Ray reserves per network actor (the decode/featurize tasks take the rest)")
-    p.add_argument("--threads-per-actor", type=int, default=1, help="torch threads per network actor (CPU)")
+    p.add_argument("--actors", type=int, default=0, help="network actors (0: one per GPU, else one per 2 CPUs)")
+    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs Ray reserves per network actor")
+    p.add_argument("--threads-per-actor", type=int, default=2, help="torch threads per network actor (CPU)")
     p.add_argument("--num-gpus-per-actor", type=float, default=0.0, help="GPUs per network actor (>0: run on GPU)")
     p.add_argument("--decode-cpus", type=float, default=0.5, help="CPUs Ray reserves per decode/featurize task")
     p.add_argument("--plain", action="store_true", help="use expand() + the plain network instead of the exact "
@@ -491,7 +488,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     res = ray.cluster_resources()
     n_actors = a.actors or (max(1, int(res.get("GPU", 0) // a.num_gpus_per_actor)) if a.num_gpus_per_actor > 0
-                            else max(1, int(res.get("CPU", 1))))
+                            else max(1, int(res.get("CPU", 1) // 2)))
     device = "cuda" if a.num_gpus_per_actor > 0 else "cpu"
     steps = pool_steps_for(a.resolution_seconds, cfg)
     res_s = "window" if steps is None else f"{steps * STEP * cfg.hop_length / cfg.sample_rate:.3f} s"
