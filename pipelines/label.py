@@ -396,7 +396,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--min-segment-seconds", type=float, default=2.0,
                    help="segments shorter than this join their neighbour (flicker smoothing); 0: off")
     p.add_argument("--batch-size", type=int, default=4, help="windows per network call")
-    p.add_argument("--actors", type=int, default=0, help="network actors (0: one per GPU, else one per 2 CPUs)")
+    p.add_argument("--actors", type=int, default=0,
+                   help="network actors (0: one per GPU, else one 2-thread actor per 2 CPUs; on 2 cores that labeled "
+                        "a 1-hour file at 85x realtime against 50x for two 1-thread actors, 128 clips at 72x "
+                        "against 84x)")
     p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs Ray reserves per network actor")
     p.add_argument("--threads-per-actor", type=int, default=2, help="torch threads per network actor (CPU)")
     p.add_argument("--num-gpus-per-actor", type=float, default=0.0, help="GPUs per network actor (>0: run on GPU)")
