@@ -33,7 +33,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -45,21 +44,20 @@ WRAP = ("import sys, ray; ray.init(num_cpus=int(sys.argv[1]), include_dashboard=
         "from pipelines import {mod}; sys.exit({mod}.main(sys.argv[2:]))")
 
 
-def job(script: str, args: list[str], ray_cpus: int | None = None) -> tuple[str, float]:
+def job(script: str, args: list[str], ray_cpus: int | None = None) -> str:
     """Run pipelines/<script> with args (on a local Ray of ray_cpus CPUs when given, else all CPUs);
-    -> (its output, wall seconds). Exits with its output on failure."""
+    -> its output. Exits with its output on failure."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
     env.setdefault("RAY_AUTH_MODE", "disabled")
     if ray_cpus is None:
         cmd = [sys.executable, os.path.join(REPO, "pipelines", script), *args]
     else:
         cmd = [sys.executable, "-c", WRAP.format(mod=script.removesuffix(".py")), str(ray_cpus), *args]
-    t0 = time.time()
     p = subprocess.run(cmd, check=False, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        text=True)
     if p.returncode:
         sys.exit(f"scaling: {script} {' '.join(args)} failed ({p.returncode}):\n{p.stdout[-3000:]}")
-    return p.stdout, time.time() - t0
+    return p.stdout
 
 
 def summary(out: str, pattern: str) -> re.Match:
@@ -103,7 +101,7 @@ def main(argv=None) -> int:
         rate = {}
         for n in (1, 2):
             print(f"featurize, Ray with {n} CPU(s), {load()} ...", flush=True)
-            out, _ = job("featurize.py", ["--input", a.data, "--output", os.path.join(work, f"features-x{n}"),
+            out = job("featurize.py", ["--input", a.data, "--output", os.path.join(work, f"features-x{n}"),
                                           "--repeat", str(a.repeat), "--num-cpus", "1"], ray_cpus=n)
             m = summary(out, r"featurize: done: (\d+) files, (\d+) windows.* ([\d.]+) clips/s")
             rate[n] = float(m[3])
@@ -134,7 +132,7 @@ def main(argv=None) -> int:
         rate = {}
         for n in (1, 2):
             print(f"label, {n} actor(s), {load()} ...", flush=True)
-            out, _ = job("label.py", ["--input", a.data, "--model", model, "--output",
+            out = job("label.py", ["--input", a.data, "--model", model, "--output",
                                       os.path.join(work, f"labels-{n}"), "--actors", str(n),
                                       "--threads-per-actor", "1", "--cpus-per-actor", "0.5"])
             m = summary(out, r"label: done: (\d+) files, ([\d.]+) h of audio.* ([\d.]+)x realtime")

@@ -231,12 +231,12 @@ def main(argv=None) -> int:
           f"{cfg.n_mels} mels)", flush=True)
 
     if items:
+        per_task = a.files_per_task or max(1, min(32, -(-len(items) // (4 * n_cpus))))
+        ds = ray.data.from_items(items, override_num_blocks=-(-len(items) // per_task))
         # Ray Data reserves part of the cluster for each operator by default; with one map operator on a
         # small cluster that left one task running at a time (measured: 2 CPUs ran no faster than 1).
-        ray.data.DataContext.get_current().op_resource_reservation_enabled = False
-        per_task = a.files_per_task or max(1, min(32, -(-len(items) // (4 * n_cpus))))
-        n_blocks = max(1, min(len(items), -(-len(items) // per_task)))
-        ds = ray.data.from_items(items, override_num_blocks=n_blocks)
+        # Set on this dataset's own context (its successors inherit it), not the process-wide one.
+        ds.context.op_resource_reservation_enabled = False
         ds = ds.map_batches(featurize_files, batch_size=per_task, batch_format="numpy",
                             fn_kwargs={"cfg_dict": cfg.to_dict(), "s3": s3, "errors_dir": errors_dir},
                             compute=TaskPoolStrategy(), num_cpus=a.num_cpus)  # Ray Data's default scheduling already SPREADs tasks over the nodes

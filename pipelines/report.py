@@ -41,11 +41,11 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple
     return m
 
 
-def _png(fig) -> bytes:
+def _png(fig, dpi: int = 110, bbox_inches: str | None = "tight") -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches=bbox_inches)
     plt.close(fig)
     return buf.getvalue()
 
@@ -151,7 +151,4 @@ def plot_file(uri: str, segs: pa.Table, png: str, cfg: FeatureConfig, s3=None, c
     ax[2].set_xlim(0, dur)
     ax[2].legend(loc="upper right", ncol=2, fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    storage.write_bytes(png, buf.getvalue(), s3 if storage.is_s3(png) else None)
+    storage.write_bytes(png, _png(fig, dpi=100, bbox_inches=None), s3 if storage.is_s3(png) else None)
