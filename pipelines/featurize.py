@@ -36,14 +36,18 @@ import pyarrow.compute as pc  # noqa: E402
 
 from model import FeatureConfig, featurize  # noqa: E402
 from pipelines import storage  # noqa: E402
+from pipelines.augment import AugmentConfig, augment, rng_for  # noqa: E402
+from pipelines.inputs import list_items, mixing_banks  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
 
 FEATURE_SCHEMA = pa.schema([
     ("uri", pa.string()),               # source file
     ("window_start", pa.float64()),     # seconds into the file
     ("window_duration", pa.float64()),  # true seconds of audio in the window (the last one is zero-padded)
-    ("label", pa.string()),             # music | speech | null
+    ("label", pa.string()),             # music | speech | noise | null
     ("split", pa.string()),             # train | test | val | null
+    ("source", pa.string()),            # the group validation holds out whole (manifest column or input name)
+    ("augment", pa.string()),           # "" for the file as it is, else the archive condition applied to it
     ("sample_rate", pa.int32()),        # the file's own rate and channel count, before resampling/down-mix
     ("channels", pa.int32()),
     ("n_mels", pa.int32()),
@@ -67,34 +71,64 @@ def windows(x: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, list[float],
     return padded.reshape(n, w), starts, durs
 
 
-def featurize_files(batch: dict, cfg_dict: dict, s3: S3Options | None, errors_dir: str) -> pa.Table:
-    """Ray Data UDF: a batch of {uri, label, split} -> one row per window. Decode errors are caught per
-    file and written to errors_dir, so one bad file never takes the good ones in its block down."""
+def variants(x: np.ndarray, item: dict, cfg: FeatureConfig, aug: AugmentConfig, banks: dict,
+             s3: S3Options | None) -> list[tuple[np.ndarray, str]]:
+    """The file as it is plus aug.variants augmented copies (labeled files outside the test split only).
+    Each copy's condition, SNR and mixed-in file are drawn from (uri, copy number): reruns agree."""
+    out = [(x, "")]
+    if not aug.variants or item["label"] is None or item["split"] == "test":
+        return out
+    for v in range(aug.variants):
+        rng = rng_for(item["uri"], v, aug.seed)
+        pool = [k for k in aug.kinds if k != "over" or (item["label"] == "speech" and banks["music"])]
+        kind = str(rng.choice(pool))
+        other = None
+        bank = [u for u in banks["noise" if kind == "noise" else "music"] if u != item["uri"]] \
+            if kind in ("noise", "over") else []
+        if bank:
+            try:
+                other, _ = storage.decode(bank[int(rng.integers(len(bank)))], cfg.sample_rate, s3)
+            except storage.DecodeError:
+                other = None            # a broken noise file: generated noise instead (it has its own error row)
+        y, tag = augment(x, cfg.sample_rate, kind, rng, other, aug)
+        out.append((y, f"{v + 1}:{tag}"))                     # unique per copy: "1:band8000", "2:mp3c0.81"
+    return out
+
+
+def featurize_files(batch: pa.Table, cfg_dict: dict, aug_dict: dict, banks: dict, s3: S3Options | None,
+                    errors_dir: str) -> pa.Table:
+    """Ray Data UDF: a batch of {uri, label, split, source} -> one row per window (and per augmented copy).
+    Decode errors are caught per file and written to errors_dir, so one bad file never takes the good
+    ones in its block down."""
     import torch
 
     torch.set_num_threads(1)  # one task per CPU: no oversubscription
-    cfg = FeatureConfig.from_dict(cfg_dict)
+    cfg, aug = FeatureConfig.from_dict(cfg_dict), AugmentConfig.from_dict(aug_dict)
     rows = {name: [] for name in FEATURE_SCHEMA.names}
     errors = []
-    for uri, label, split in zip(batch["uri"], batch["label"], batch["split"]):
+    for item in batch.to_pylist():  # pyarrow rows keep None as None (a numpy batch turned it into "nan")
+        uri = item["uri"]
         try:
-            x, info = storage.decode(str(uri), cfg.sample_rate, s3)
-            wins, starts, durs = windows(x, cfg)
-            index = featurize(wins, cfg.sample_rate, cfg).numpy()          # (n, n_mels, n_frames) uint8
+            x, info = storage.decode(uri, cfg.sample_rate, s3)
+            done = []
+            for y, tag in variants(x, item, cfg, aug, banks, s3):
+                wins, starts, durs = windows(y, cfg)
+                done.append((tag, starts, durs, featurize(wins, cfg.sample_rate, cfg).numpy()))  # (n, n_mels, n_frames)
         except Exception as e:  # DecodeError, or anything a broken file makes a library raise
-            errors.append((str(uri), str(e) if isinstance(e, storage.DecodeError) else f"{uri}: {type(e).__name__}: {e}"))
+            errors.append((uri, str(e) if isinstance(e, storage.DecodeError) else f"{uri}: {type(e).__name__}: {e}"))
             continue
-        for i in range(len(wins)):
-            rows["uri"].append(str(uri))
-            rows["window_start"].append(starts[i])
-            rows["window_duration"].append(durs[i])
-            rows["label"].append(None if label is None else str(label))
-            rows["split"].append(None if split is None else str(split))
-            rows["sample_rate"].append(info.sample_rate)
-            rows["channels"].append(info.channels)
-            rows["n_mels"].append(index.shape[1])
-            rows["n_frames"].append(index.shape[2])
-            rows["index"].append(index[i].tobytes())
+        for tag, starts, durs, index in done:
+            for i in range(len(index)):
+                for k in ("uri", "label", "split", "source"):
+                    rows[k].append(item[k])
+                rows["augment"].append(tag)
+                rows["window_start"].append(starts[i])
+                rows["window_duration"].append(durs[i])
+                rows["sample_rate"].append(info.sample_rate)
+                rows["channels"].append(info.channels)
+                rows["n_mels"].append(index.shape[1])
+                rows["n_frames"].append(index.shape[2])
+                rows["index"].append(index[i].tobytes())
     if errors:
         err = pa.table({"uri": [u for u, _ in errors], "error": [m for _, m in errors]}, schema=ERROR_SCHEMA)
         storage.write_table(storage.join(errors_dir, f"{uuid.uuid4().hex}.parquet"), err, s3)
@@ -136,10 +170,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Featurize audio into Parquet shards of uint8 magma indices (one row per window) on Ray.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--input", help="folder or s3:// prefix of audio (WAV/FLAC/OGG/MP3), searched recursively; "
-                                   "labels/splits come from .../<split>/<music|speech>/file paths. "
-                                   "Default: generate a demo set into <output>/../demo_audio")
-    p.add_argument("--manifest", help="CSV of path,label[,split] to use instead of --input")
+    p.add_argument("--input", action="append", default=[],
+                   help="folder or s3:// prefix of audio (WAV/FLAC/OGG/MP3), searched recursively; "
+                        "labels/splits come from .../<split>/<music|speech|noise>/file paths; the folder's name "
+                        "is the files' source. Repeat to merge several inputs. "
+                        "Default (no --input, no --manifest): generate a demo set into <output>/../demo_audio")
+    p.add_argument("--manifest", action="append", default=[],
+                   help="CSV with a header naming path,label[,split][,source] columns (or headerless "
+                        "path,label[,split]); repeatable, and combinable with --input")
+    p.add_argument("--augment", type=int, default=0, metavar="N",
+                   help="N augmented copies of every labeled file outside the test split, each under one "
+                        "archive condition drawn per file: band limit (8/11/16 kHz), telephone, noise from the "
+                        "inputs' noise files at 0-20 dB SNR, MP3/Ogg at a low bitrate, gain/EQ, and speech over "
+                        "the inputs' music (label speech)")
+    p.add_argument("--augment-kinds", default="band,phone,noise,codec,eq,over",
+                   help="the conditions --augment draws from")
     p.add_argument("--output", default="demo_out/features", help="output folder or s3:// prefix")
     p.add_argument("--window-seconds", type=float, default=30.0, help="window length (the seed's clip is 30 s)")
     p.add_argument("--n-mels", type=int, default=128)
@@ -157,19 +202,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--overwrite and --resume exclude each other")
     if a.files_per_task is not None and a.files_per_task < 1:
         p.error("--files-per-task must be >= 1")
-    if a.input and a.manifest:
-        p.error("give --input or --manifest, not both")
+    if a.augment < 0:
+        p.error("--augment must be >= 0")
+    try:
+        a.augment_config = AugmentConfig(variants=a.augment, kinds=tuple(k for k in a.augment_kinds.split(",") if k))
+    except ValueError as e:
+        p.error(str(e))
     return a
-
-
-def list_inputs(a, s3: S3Options) -> list[dict]:
-    if a.manifest:
-        return storage.read_manifest(a.manifest, s3)
-    items = []
-    for uri in storage.list_audio(a.input, s3):
-        label, split = storage.label_and_split(uri)
-        items.append({"uri": uri, "label": label, "split": split})
-    return items
 
 
 def main(argv=None) -> int:
@@ -182,17 +221,19 @@ def main(argv=None) -> int:
         if not a.input and not a.manifest:
             from pipelines.demo import write_demo
 
-            a.input = storage.join(out.rstrip("/"), "..", "demo_audio") if not storage.is_s3(out) else storage.join(out, "demo_audio")
-            a.input = os.path.normpath(a.input) if not storage.is_s3(out) else a.input
-            write_demo(a.input, per_class=8, seconds=30.0, s3=s3)
-            print(f"featurize: no --input given: generated a demo set in {a.input}")
-        items = list_inputs(a, s3)
+            demo = storage.join(out.rstrip("/"), "..", "demo_audio") if not storage.is_s3(out) else storage.join(out, "demo_audio")
+            a.input = [os.path.normpath(demo) if not storage.is_s3(out) else demo]
+            write_demo(a.input[0], per_class=8, seconds=30.0, s3=s3)
+            print(f"featurize: no --input given: generated a demo set in {a.input[0]}")
+        items = list_items(a.input, a.manifest, s3)
     except (storage.StorageError, ValueError) as e:
         print(f"featurize: error: {e}", file=sys.stderr)
         return 2
     if not items:
-        print(f"featurize: error: no audio files (.wav .flac .ogg .mp3) found in {a.input or a.manifest}", file=sys.stderr)
+        print(f"featurize: error: no audio files (.wav .flac .ogg .mp3) found in {', '.join(a.input + a.manifest)}",
+              file=sys.stderr)
         return 2
+    banks = mixing_banks(items)
 
     # Reruns never destroy finished output: refuse, resume, or (explicitly) overwrite.
     previous_runs = []
@@ -202,8 +243,9 @@ def main(argv=None) -> int:
             for sub in ("shards", "errors", "errors.parquet", "feature_config.json", "_SUCCESS.json"):
                 storage.remove(storage.join(out, sub), s3)
         elif a.resume:
-            if done["feature_config"] != cfg.to_dict():
-                print(f"featurize: error: {out} was featurized with another config: {done['feature_config']}", file=sys.stderr)
+            if done["feature_config"] != cfg.to_dict() or done.get("augment", AugmentConfig().to_dict()) != a.augment_config.to_dict():
+                print(f"featurize: error: {out} was featurized with another config: {done['feature_config']}, "
+                      f"augment {done.get('augment')}", file=sys.stderr)
                 return 2
             previous_runs = list(done["runs"])
             have = set(read_rows(out, s3, ["uri"]).column("uri").to_pylist())
@@ -228,7 +270,7 @@ def main(argv=None) -> int:
     run_dir, errors_dir = storage.join(out, "shards", run), storage.join(out, "errors", run)
     n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     print(f"featurize: {len(items)} files -> {run_dir} on {n_cpus} CPUs (window {cfg.window_seconds:g} s, "
-          f"{cfg.n_mels} mels)", flush=True)
+          f"{cfg.n_mels} mels, {a.augment} augmented copies per labeled file)", flush=True)
 
     if items:
         per_task = a.files_per_task or max(1, min(32, -(-len(items) // (4 * n_cpus))))
@@ -237,8 +279,9 @@ def main(argv=None) -> int:
         # small cluster that left one task running at a time (measured: 2 CPUs ran no faster than 1).
         # Set on this dataset's own context (its successors inherit it), not the process-wide one.
         ds.context.op_resource_reservation_enabled = False
-        ds = ds.map_batches(featurize_files, batch_size=per_task, batch_format="numpy",
-                            fn_kwargs={"cfg_dict": cfg.to_dict(), "s3": s3, "errors_dir": errors_dir},
+        ds = ds.map_batches(featurize_files, batch_size=per_task, batch_format="pyarrow",
+                            fn_kwargs={"cfg_dict": cfg.to_dict(), "aug_dict": a.augment_config.to_dict(),
+                                       "banks": banks, "s3": s3, "errors_dir": errors_dir},
                             compute=TaskPoolStrategy(), num_cpus=a.num_cpus)  # Ray Data's default scheduling already SPREADs tasks over the nodes
         # no min_rows_per_file: Ray would bundle the (one-row-per-file) input blocks up to it and run
         # everything in one task; shard size is set by the files per task instead
@@ -246,10 +289,11 @@ def main(argv=None) -> int:
     wall = time.time() - t0
 
     # Summary from what was written (cheap column reads), then the marker, last.
-    rows = storage.read_table(run_dir, s3, ["uri", "window_duration"]) if storage.exists(run_dir, s3) else None
+    rows = storage.read_table(run_dir, s3, ["uri", "window_duration", "augment"]) if storage.exists(run_dir, s3) else None
     n_windows = rows.num_rows if rows is not None and rows.num_rows else 0
     n_files = len(set(rows.column("uri").to_pylist())) if n_windows else 0
-    seconds = float(pc.sum(rows.column("window_duration")).as_py()) if n_windows else 0.0
+    seconds = float(pc.sum(rows.filter(pc.equal(rows.column("augment"), "")).column("window_duration")).as_py() or 0.0) \
+        if n_windows else 0.0
     errs = storage.read_table(errors_dir, s3) if storage.exists(errors_dir, s3) else ERROR_SCHEMA.empty_table()
     if previous_runs and storage.exists(storage.join(out, "errors.parquet"), s3):
         old = storage.read_table(storage.join(out, "errors.parquet"), s3)
@@ -263,7 +307,8 @@ def main(argv=None) -> int:
               f"{storage.join(out, 'errors.parquet')})", file=sys.stderr)
         return 1
     runs = previous_runs + ([run] if n_windows else [])
-    summary = {"runs": runs, "feature_config": cfg.to_dict(), "files": n_files, "windows": n_windows,
+    summary = {"runs": runs, "feature_config": cfg.to_dict(), "augment": a.augment_config.to_dict(),
+               "files": n_files, "windows": n_windows,
                "audio_hours": seconds / 3600, "errors": n_errors, "wall_seconds": wall,
                "clips_per_second": n_windows / wall if wall else 0.0, "schema": FEATURE_SCHEMA.names}
     if previous_runs:

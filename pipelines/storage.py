@@ -23,7 +23,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-LABELS = ("music", "speech")
+LABELS = ("music", "speech", "noise")   # what folder names and manifests may say
 SPLITS = ("train", "test", "val")
 
 
@@ -196,26 +196,35 @@ def list_audio(uri: str, s3: S3Options | None = None) -> list[str]:
 
 
 def read_manifest(uri: str, s3: S3Options | None = None) -> list[dict]:
-    """CSV `path,label[,split]` (header optional) -> [{uri, label, split}]; relative paths are taken
-    relative to the manifest's folder."""
+    """CSV -> [{uri, label, split, source}]. With a header, the columns are found by name (`path` or
+    `uri`, `label`, `split`, `source`; others are ignored); without one they are `path,label[,split]`.
+    Relative paths are taken relative to the manifest's folder."""
     import csv
 
     check_input(uri, s3)
     text = read_bytes(uri, s3).decode("utf-8")
     rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    cols = {"path": 0, "label": 1, "split": 2, "source": None}
     if rows and rows[0][0].strip().lower() in ("path", "uri"):
+        head = [c.strip().lower() for c in rows[0]]
+        cols = {k: head.index(k) if k in head else None for k in ("label", "split", "source")}
+        cols["path"] = 0
         rows = rows[1:]
     base = posixpath.dirname(uri) if is_s3(uri) else os.path.dirname(os.path.abspath(uri))
+
+    def cell(r, k):
+        i = cols[k]
+        return r[i].strip() if i is not None and len(r) > i and r[i].strip() else None
+
     out = []
     for i, r in enumerate(rows):
         path = r[0].strip()
         if not (is_s3(path) or os.path.isabs(path)):
             path = join(base, path)
-        label = r[1].strip() if len(r) > 1 and r[1].strip() else None
-        split = r[2].strip() if len(r) > 2 and r[2].strip() else None
+        label = cell(r, "label")
         if label is not None and label not in LABELS:
             raise ValueError(f"{uri} line {i + 1}: label {label!r} is not one of {LABELS}")
-        out.append({"uri": path, "label": label, "split": split})
+        out.append({"uri": path, "label": label, "split": cell(r, "split"), "source": cell(r, "source")})
     return out
 
 

@@ -179,3 +179,37 @@ def test_ray_job_submit_on_two_node_cluster(ray_cluster, tmp_path):
     assert len(nodes) == 2
     ran = {t.node_id for t in tasks if t.node_id}
     assert ran == nodes, [(t.name, t.node_id) for t in tasks]
+
+
+def test_several_inputs_merge_with_sources_and_augmented_copies(ray_local, tmp_path):
+    """Two folders and a manifest in one run: every file once, its source kept, nulls stored as nulls
+    (not the string "nan"), labeled non-test files with --augment copies, test files as they are."""
+    a, b = tmp_path / "gtzan", tmp_path / "corpus"
+    write = lambda p, kind, seed: (p.parent.mkdir(parents=True, exist_ok=True),
+                                   p.write_bytes(wav_bytes(make_clip(kind, 3.0, seed))))
+    write(a / "train" / "music" / "m.wav", "music", 1)
+    write(a / "test" / "speech" / "s.wav", "speech", 2)
+    write(b / "noise" / "rain.wav", "speech", 3)           # generated noise stand-in: the folder makes the label
+    write(b / "archive" / "x.wav", "music", 4)            # no label, no split
+    write(b / "clips" / "v.wav", "speech", 5)
+    (b / "manifest.csv").write_text("path,label,source,license\nclips/v.wav,speech,voice-actor,CC0\n")
+    out = str(tmp_path / "f")
+    assert job.main(["--input", str(a), "--input", str(b / "noise"), "--input", str(b / "archive"),
+                     "--manifest", str(b / "manifest.csv"), "--output", out, "--window-seconds", "5",
+                     "--augment", "2"]) == 0
+    rows = job.read_rows(out, columns=["uri", "label", "split", "source", "augment"]).to_pylist()
+    by = {}
+    for r in rows:
+        by.setdefault(os.path.basename(r["uri"]), []).append(r)
+    assert set(by) == {"m.wav", "s.wav", "rain.wav", "x.wav", "v.wav"}
+    assert {(r["label"], r["split"], r["source"]) for r in by["m.wav"]} == {("music", "train", "gtzan")}
+    assert {(r["label"], r["split"], r["source"]) for r in by["x.wav"]} == {(None, None, "archive")}
+    assert {(r["label"], r["source"]) for r in by["rain.wav"]} == {("noise", "noise")}
+    assert {(r["label"], r["source"]) for r in by["v.wav"]} == {("speech", "voice-actor")}
+    # copies: 1 + 2 for labeled files outside the test split, 1 for test and unlabeled files
+    assert {k: len(v) for k, v in by.items()} == {"m.wav": 3, "v.wav": 3, "rain.wav": 3, "s.wav": 1, "x.wav": 1}
+    for name in ("m.wav", "v.wav", "rain.wav"):
+        tags = [r["augment"] for r in by[name]]
+        assert tags.count("") == 1 and len(set(tags)) == 3
+    t = pq.read_table(os.path.join(out, "shards"))
+    assert t.column("split").null_count == sum(r["split"] is None for r in rows) > 0

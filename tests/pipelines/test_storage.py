@@ -90,10 +90,15 @@ def test_labels_from_paths_and_listing(tmp_path):
 def test_manifest(tmp_path):
     (tmp_path / "m.csv").write_text("path,label,split\na.wav,music,train\n/abs/b.wav,speech\n")
     rows = storage.read_manifest(str(tmp_path / "m.csv"))
-    assert rows == [{"uri": str(tmp_path / "a.wav"), "label": "music", "split": "train"},
-                    {"uri": "/abs/b.wav", "label": "speech", "split": None}]
-    (tmp_path / "bad.csv").write_text("a.wav,noise\n")
-    with pytest.raises(ValueError, match="noise"):
+    assert rows == [{"uri": str(tmp_path / "a.wav"), "label": "music", "split": "train", "source": None},
+                    {"uri": "/abs/b.wav", "label": "speech", "split": None, "source": None}]
+    # the corpus layout: columns by name, extra ones ignored, `source` kept
+    (tmp_path / "c.csv").write_text("path,label,source,license\nn/r.ogg,noise,rain-pkg,CC0\nm.ogg,music,,GPL\n")
+    assert storage.read_manifest(str(tmp_path / "c.csv")) == [
+        {"uri": str(tmp_path / "n/r.ogg"), "label": "noise", "split": None, "source": "rain-pkg"},
+        {"uri": str(tmp_path / "m.ogg"), "label": "music", "split": None, "source": None}]
+    (tmp_path / "bad.csv").write_text("a.wav,jingle\n")
+    with pytest.raises(ValueError, match="jingle"):
         storage.read_manifest(str(tmp_path / "bad.csv"))
 
 

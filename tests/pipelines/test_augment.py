@@ -1,0 +1,71 @@
+"""Each archive condition does what it says on generated audio, and keeps the file's label."""
+
+import numpy as np
+import pytest
+
+from pipelines import augment as A
+from pipelines.demo import make_clip
+
+SR = 22050
+
+
+def energy_above(x: np.ndarray, sr: int, hz: float) -> float:
+    """Fraction of the signal's energy above hz."""
+    X = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2
+    f = np.fft.rfftfreq(len(x), 1 / sr)
+    return float(X[f > hz].sum() / X.sum())
+
+
+def test_band_limit_leaves_no_energy_above_the_cutoff():
+    x = np.random.default_rng(0).standard_normal(SR * 2).astype(np.float32) * 0.1   # white: energy everywhere
+    assert energy_above(x, SR, 4100) > 0.5
+    for rate in (8000, 11025, 16000):
+        y = A.band_limit(x, SR, rate)
+        assert len(y) == len(x)
+        assert energy_above(y, SR, rate / 2 * 1.02) < 1e-4          # nothing past the new Nyquist
+        keep = rate / 2 * 0.9                                         # the band below stays as it was
+        below = [np.sum(np.abs(np.fft.rfft(z.astype(np.float64)))[np.fft.rfftfreq(len(z), 1 / SR) < keep] ** 2)
+                 for z in (x, y)]
+        assert abs(below[1] / below[0] - 1) < 0.02
+
+
+def test_telephone_band_is_300_to_3400_hz():
+    x = np.random.default_rng(1).standard_normal(SR * 2).astype(np.float32) * 0.1
+    y = A.telephone(x, SR)
+    X = np.abs(np.fft.rfft(y.astype(np.float64))) ** 2
+    f = np.fft.rfftfreq(len(y), 1 / SR)
+    inside = X[(f > 400) & (f < 3300)].sum()
+    assert X[f > 4000].sum() < 1e-3 * inside and X[f < 150].sum() < 0.01 * inside
+
+
+@pytest.mark.parametrize("snr", [0.0, 7.5, 20.0])
+def test_noise_at_the_asked_snr(snr):
+    x = make_clip("speech", 3.0, 3) * 0.5
+    noise = np.random.default_rng(2).standard_normal(SR).astype(np.float32)   # shorter: tiled
+    y = A.mix_at_snr(x, noise, snr)
+    n = y - x
+    measured = 10 * np.log10(np.mean(x.astype(np.float64) ** 2) / np.mean(n.astype(np.float64) ** 2))
+    assert abs(measured - snr) < 0.5
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "ogg"])
+def test_codec_round_trip_is_lossy_but_close(fmt):
+    x = make_clip("music", 3.0, 4)
+    y = A.codec(x, SR, fmt, compression=0.95)
+    assert len(y) == len(x) and np.isfinite(y).all()
+    assert not np.allclose(x, y, atol=1e-3)                                    # really coded
+    # same signal, up to the encoder's delay: the best alignment correlates strongly
+    c = max(np.corrcoef(x[: len(x) - d], y[d:])[0, 1] for d in range(0, 3000, 1))
+    assert c > 0.8
+
+
+def test_augment_is_deterministic_per_file_and_variant():
+    x = make_clip("speech", 2.0, 5)
+    for kind in A.KINDS + ("over",):
+        a, ta = A.augment(x, SR, kind, A.rng_for("s3://b/a.wav", 1), make_clip("music", 4.0, 6))
+        b, tb = A.augment(x, SR, kind, A.rng_for("s3://b/a.wav", 1), make_clip("music", 4.0, 6))
+        assert ta == tb and np.array_equal(a, b) and len(a) == len(x) and np.abs(a).max() <= 1.0
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        A.augment(x, SR, "reverb", A.rng_for("x", 0))
+    with pytest.raises(ValueError, match="invalid augment config"):
+        A.AugmentConfig(variants=1, kinds=("reverb",))
