@@ -118,6 +118,21 @@ def speech_clip(seconds: float, rng: np.random.Generator, sr: int = SR) -> np.nd
     return out
 
 
+def noise_clip(seconds: float, rng: np.random.Generator, sr: int = SR) -> np.ndarray:
+    """Ambience: colored noise under a slow random swell (rain, wind, traffic) with sparse clicks (drops,
+    steps): broadband, no harmonics, no syllable rhythm."""
+    n = int(seconds * sr)
+    w = np.fft.rfft(rng.standard_normal(n))
+    w /= np.maximum(np.arange(len(w)), 1) ** (rng.uniform(0.0, 1.5) / 2)          # white .. brownish
+    x = np.fft.irfft(w, n=n)
+    knots = rng.uniform(0.4, 1.0, int(seconds) + 2)
+    x *= np.interp(np.arange(n) / sr, np.arange(len(knots)), knots)
+    for i in rng.integers(0, max(1, n - 200), int(seconds * rng.uniform(2, 20))):
+        k = min(200, n - i)
+        x[i:i + k] += rng.uniform(0.5, 3) * np.std(x) * rng.standard_normal(k) * np.exp(-np.arange(k) / 30)
+    return x
+
+
 def _normalize(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     peak = np.max(np.abs(x)) or 1.0
     return (x / peak * rng.uniform(0.3, 0.9)).astype(np.float32)
@@ -125,7 +140,8 @@ def _normalize(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def make_clip(kind: str, seconds: float, seed: int, sr: int = SR) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    x = music_clip(seconds, rng, sr) if kind == "music" else speech_clip(seconds, rng, sr)
+    make = {"music": music_clip, "speech": speech_clip, "noise": noise_clip}[kind]
+    x = make(seconds, rng, sr)
     x = x + rng.standard_normal(len(x)) * 1e-3                # a little background noise
     return _normalize(x, rng)
 

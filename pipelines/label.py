@@ -53,6 +53,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
 from model import FastConv3D, FeatureConfig, featurize  # noqa: E402
+from model.segments import SILENCE, LevelTracker, file_summary, segments, timeline, with_silence  # noqa: E402,F401
 from pipelines import storage  # noqa: E402
 from pipelines.report import plot_file  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
@@ -66,13 +67,17 @@ def _min_samples(cfg: FeatureConfig) -> int:
     return (STEP - 1) * cfg.hop_length  # n_frames = 1 + n // hop >= 8: the network's smallest input
 
 
-def iter_windows(uri: str, cfg: FeatureConfig, hop_seconds: float, s3: S3Options | None = None):
+def iter_windows(uri: str, cfg: FeatureConfig, hop_seconds: float, s3: S3Options | None = None,
+                 tracker: LevelTracker | None = None):
     """Yield (start_seconds, samples, true_samples, file_seconds_so_far) windows of cfg.window_samples every
     hop. The last window is moved back to end at the file's end (full length, as in training); a file
-    shorter than one window is one window of its own length. Holds at most a window plus a block."""
+    shorter than one window is one window of its own length. Holds at most a window plus a block.
+    A LevelTracker given as tracker sees every decoded block (the signal's absolute level)."""
     W, hop, sr = cfg.window_samples, max(1, int(round(hop_seconds * cfg.sample_rate))), cfg.sample_rate
     buf, buf0, nxt, total, last_end = np.zeros(0, np.float32), 0, 0, 0, 0
     for _, block, _ in storage.iter_decoded_blocks(uri, max(1.0, min(cfg.window_seconds, 30.0)), sr, s3):
+        if tracker is not None:
+            tracker.feed(block)
         buf = np.concatenate([buf, block])
         total += len(block)
         while nxt + W <= total:
@@ -93,26 +98,32 @@ def iter_windows(uri: str, cfg: FeatureConfig, hop_seconds: float, s3: S3Options
 WINDOW_SCHEMA = pa.schema([("uri", pa.string()), ("seq", pa.int64()), ("final", pa.bool_()), ("n_rows", pa.int64()),
                            ("start", pa.float64()), ("n_samples", pa.int64()), ("duration", pa.float64()),
                            ("n_mels", pa.int32()), ("n_frames", pa.int32()), ("index", pa.binary()),
-                           ("status", pa.string()), ("error", pa.string())])
+                           ("status", pa.string()), ("error", pa.string()),
+                           # on a file's final row: its quiet stretches (seconds), from the absolute level
+                           ("silence_start", pa.list_(pa.float64())), ("silence_end", pa.list_(pa.float64()))])
 WINDOW_FIELDS = tuple(WINDOW_SCHEMA.names)
-SCORE_SCHEMA = pa.schema([*[WINDOW_SCHEMA.field(k) for k in ("uri", "seq", "final", "n_rows", "duration", "status", "error")],
+PASSED = ("uri", "seq", "final", "n_rows", "duration", "status", "error", "silence_start", "silence_end")
+SCORE_SCHEMA = pa.schema([*[WINDOW_SCHEMA.field(k) for k in PASSED],
                           ("unit_start", pa.list_(pa.float64())), ("unit_end", pa.list_(pa.float64())),
                           ("probs", pa.list_(pa.float64()))])
 
 
-def window_rows(batch: dict, cfg_dict: dict, hop_seconds: float, s3: S3Options | None, windows_per_yield: int = 4):
+def window_rows(batch: dict, cfg_dict: dict, hop_seconds: float, s3: S3Options | None, windows_per_yield: int = 4,
+                silence: tuple[float, float] = (-55.0, 1.0)):
     """Ray Data UDF (generator): files -> one row per featurized window. Every file ends with a row marked
-    final carrying its row count; a file that fails to decode ends with a row of status 'error'."""
+    final carrying its row count and its quiet stretches (silence = (threshold dBFS, minimum seconds));
+    a file that fails to decode ends with a row of status 'error'."""
     import torch
 
     torch.set_num_threads(1)
     cfg = FeatureConfig.from_dict(cfg_dict)
     rows = {k: [] for k in WINDOW_FIELDS}
 
-    def add(uri, seq, final, start, n, dur, index, status="ok", error=None):
+    def add(uri, seq, final, start, n, dur, index, status="ok", error=None, quiet=()):
         for k, v in zip(WINDOW_FIELDS, (uri, seq, final, seq + 1 if final else 0, start, n, dur,
                                         0 if index is None else index.shape[0], 0 if index is None else index.shape[1],
-                                        b"" if index is None else index.tobytes(), status, error)):
+                                        b"" if index is None else index.tobytes(), status, error,
+                                        [a for a, _ in quiet], [b for _, b in quiet])):
             rows[k].append(v)
 
     def flush():
@@ -123,15 +134,16 @@ def window_rows(batch: dict, cfg_dict: dict, hop_seconds: float, s3: S3Options |
 
     for uri in batch["uri"]:
         uri, seq, pending = str(uri), 0, None
+        level = LevelTracker(cfg.sample_rate, *silence)
         try:
-            for start, x, n, dur in iter_windows(uri, cfg, hop_seconds, s3):
+            for start, x, n, dur in iter_windows(uri, cfg, hop_seconds, s3, level):
                 if pending is not None:
                     add(uri, seq, False, *pending)
                     seq += 1
                     if len(rows["uri"]) >= windows_per_yield:
                         yield flush()
                 pending = (start, n, dur, featurize(x, cfg.sample_rate, cfg).numpy())
-            add(uri, seq, True, *pending)
+            add(uri, seq, True, *pending, quiet=level.intervals() if silence[1] > 0 else ())
         except Exception as e:  # DecodeError, or whatever a broken file makes a library raise
             msg = str(e) if isinstance(e, storage.DecodeError) else f"{uri}: {type(e).__name__}: {e}"
             add(uri, seq, True, 0.0, 0, 0.0, None, "error", msg)
@@ -209,83 +221,13 @@ class Scorer:
             for j, i in enumerate(idx):
                 s, e = unit_spans(t["start"][i], t["n_samples"][i], w, self.pool_steps, self.cfg)
                 starts[i], ends[i], probs[i] = s.tolist(), e.tolist(), p[j, :len(s)].reshape(-1).tolist()
-        keep = ("uri", "seq", "final", "n_rows", "duration", "status", "error")
-        out = {k: t[k] for k in keep}
+        out = {k: t[k] for k in PASSED}
         out.update(unit_start=starts, unit_end=ends, probs=probs)
         return pa.table(out, schema=SCORE_SCHEMA)
 
 
 # ------------------------------------------------------------------------------------------------
-# timelines and segments (pure functions)
-
-def timeline(starts, ends, probs) -> tuple[np.ndarray, np.ndarray]:
-    """Local scores (spans + (n, C) probabilities, overlapping or not) -> (edges (m+1,), mean probabilities
-    (m, C)) over the elementary intervals between all span edges."""
-    starts, ends, probs = np.asarray(starts, float), np.asarray(ends, float), np.asarray(probs, float)
-    edges = np.unique(np.concatenate([starts, ends]))
-    i0, i1 = np.searchsorted(edges, starts), np.searchsorted(edges, ends)
-    acc, cnt = np.zeros((len(edges), probs.shape[1])), np.zeros(len(edges))
-    np.add.at(acc, i0, probs)
-    np.add.at(acc, i1, -probs)
-    np.add.at(cnt, i0, 1)
-    np.add.at(cnt, i1, -1)
-    acc, cnt = np.cumsum(acc, 0)[:-1], np.cumsum(cnt)[:-1]
-    covered = cnt > 0.5
-    mean = np.where(covered[:, None], acc / np.maximum(cnt, 1)[:, None], np.nan)
-    # gaps (none in practice) take the previous interval's scores
-    for i in np.nonzero(~covered)[0]:
-        mean[i] = mean[i - 1] if i else np.full(probs.shape[1], 1.0 / probs.shape[1])
-    return edges, mean
-
-
-def segments(edges, mean, min_seconds: float = 0.0) -> list[tuple[float, float, int, float]]:
-    """Elementary intervals -> [(start, end, class index, mean probability of that class)], adjacent
-    intervals of one label merged; segments shorter than min_seconds (shortest first) join their longer
-    neighbour, so flicker disappears but a lone label that long or longer survives."""
-    lab = np.argmax(mean, axis=1)
-    dur = np.diff(edges)
-    runs = []  # [first interval, last interval + 1, label]
-    for i, l in enumerate(lab):
-        if runs and runs[-1][2] == l:
-            runs[-1][1] = i + 1
-        else:
-            runs.append([i, i + 1, int(l)])
-
-    def length(r):
-        return edges[r[1]] - edges[r[0]]
-
-    while len(runs) > 1:
-        k = min(range(len(runs)), key=lambda j: length(runs[j]))
-        if length(runs[k]) >= min_seconds:
-            break
-        nb = [j for j in (k - 1, k + 1) if 0 <= j < len(runs)]
-        j = max(nb, key=lambda j: length(runs[j]))
-        runs[k][2] = runs[j][2]
-        merged = []
-        for r in runs:
-            if merged and merged[-1][2] == r[2]:
-                merged[-1][1] = r[1]
-            else:
-                merged.append(list(r))
-        runs = merged
-    out = []
-    for a, b, l in runs:
-        w = dur[a:b]
-        out.append((float(edges[a]), float(edges[b]), l, float((mean[a:b, l] * w).sum() / max(w.sum(), 1e-12))))
-    return out
-
-
-def file_summary(segs, mean, edges, classes) -> dict:
-    """Label = the class holding most of the time; confidence = its mean probability over the file."""
-    total = max(edges[-1] - edges[0], 1e-12)
-    frac = np.zeros(len(classes))
-    for s, e, l, _ in segs:
-        frac[l] += (e - s) / total
-    avg = (mean * np.diff(edges)[:, None]).sum(0) / total
-    best = int(max(range(len(classes)), key=lambda c: (frac[c], avg[c])))
-    return {"label": classes[best], "confidence": float(avg[best]),
-            **{f"fraction_{c}": float(frac[i]) for i, c in enumerate(classes)}}
-
+# a file's rows -> its file row and segments (the pure parts are in model/segments.py)
 
 def file_schema(classes) -> pa.Schema:
     return pa.schema([("uri", pa.string()), ("duration", pa.float64()), ("label", pa.string()),
@@ -298,19 +240,21 @@ SEGMENT_SCHEMA = pa.schema([("uri", pa.string()), ("start", pa.float64()), ("end
 
 
 def assemble(rows: list[dict], classes, min_seconds: float) -> tuple[dict, list[dict]]:
-    """All scored rows of one file -> (its file row, its segment rows)."""
+    """All scored rows of one file -> (its file row, its segment rows). classes: the network's classes
+    plus `silence` last (the quiet stretches of the final row, laid over the network's timeline)."""
     rows = sorted(rows, key=lambda r: r["seq"])
     uri, last = rows[0]["uri"], rows[-1]
     base = {"uri": uri, "duration": float(last["duration"]), "windows": sum(r["status"] == "ok" for r in rows)}
     nulls = {"label": None, "confidence": None, **{f"fraction_{c}": None for c in classes}}
     if last["status"] != "ok":
         return {**base, **nulls, "status": "error", "error": last["error"]}, []
-    C = len(classes)
+    C = len(classes) - 1                                           # the network's classes
     s = np.concatenate([r["unit_start"] for r in rows])
     e = np.concatenate([r["unit_end"] for r in rows])
     p = np.concatenate([np.asarray(r["probs"], float).reshape(-1, C) for r in rows])
     edges, mean = timeline(s, e, p)
-    segs = segments(edges, mean, min_seconds)
+    edges, mean = with_silence(edges, mean, list(zip(last["silence_start"] or [], last["silence_end"] or [])))
+    segs = segments(edges, mean, min_seconds, keep=C)
     frow = {**base, **file_summary(segs, mean, edges, classes), "status": "ok", "error": None}
     return frow, [{"uri": uri, "start": a, "end": b, "label": classes[l], "probability": q} for a, b, l, q in segs]
 
@@ -395,6 +339,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(rounded down to whole feature-map steps of 8 frames); 0: one score per window")
     p.add_argument("--min-segment-seconds", type=float, default=2.0,
                    help="segments shorter than this join their neighbour (flicker smoothing); 0: off")
+    p.add_argument("--silence-db", type=float, default=-55.0,
+                   help="`silence`: stretches whose RMS over 50 ms frames stays below this many dBFS (the "
+                        "absolute level of the decoded audio, before the per-window normalization)")
+    p.add_argument("--silence-min-seconds", type=float, default=1.0,
+                   help="shortest quiet stretch labeled `silence` (shorter pauses keep the network's label); "
+                        "0: no silence detection")
     p.add_argument("--batch-size", type=int, default=4, help="windows per network call")
     p.add_argument("--actors", type=int, default=0,
                    help="network actors (0: one per GPU, else one 2-thread actor per 2 CPUs; on 2 cores that labeled "
@@ -445,7 +395,7 @@ def main(argv=None) -> int:
             net, base_cfg, _ = load_checkpoint(io.BytesIO(ckpt_bytes))
         except Exception as e:
             raise ValueError(f"{a.model} is not a usable checkpoint: {type(e).__name__}: {e}") from e
-        classes = list(net.cfg.classes)
+        classes = [*net.cfg.classes, SILENCE]                     # what the outputs may say
         cfg = dataclasses.replace(base_cfg, window_seconds=a.window_seconds or base_cfg.window_seconds)
         hop = a.hop_seconds or cfg.window_seconds
         storage.check_output(out, s3)
@@ -458,7 +408,8 @@ def main(argv=None) -> int:
         return 2
     settings = {"model": a.model, "model_sha256": hashlib.sha256(ckpt_bytes).hexdigest(), "classes": classes,
                 "feature_config": cfg.to_dict(), "hop_seconds": hop, "resolution_seconds": a.resolution_seconds,
-                "min_segment_seconds": a.min_segment_seconds}
+                "min_segment_seconds": a.min_segment_seconds, "silence_db": a.silence_db,
+                "silence_min_seconds": a.silence_min_seconds}
 
     # Reruns never destroy finished output: refuse, resume, or (explicitly) overwrite.
     cfg_uri, finished = storage.join(out, "label_config.json"), storage.exists(marker_uri(out), s3)
@@ -507,7 +458,8 @@ def main(argv=None) -> int:
         ctx.target_max_block_size = 4 * 1024 * 1024  # a few windows per block: hour-long files stream
         ds = ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=max(1, len(todo)))
         ds = ds.map_batches(window_rows, batch_size=1, batch_format="numpy", compute=TaskPoolStrategy(),
-                            fn_kwargs={"cfg_dict": cfg.to_dict(), "hop_seconds": hop, "s3": s3},
+                            fn_kwargs={"cfg_dict": cfg.to_dict(), "hop_seconds": hop, "s3": s3,
+                                       "silence": (a.silence_db, a.silence_min_seconds)},
                             num_cpus=a.decode_cpus)  # Ray Data SPREADs tasks by default
         ds = ds.map_batches(Scorer, batch_size=a.batch_size, batch_format="pyarrow",
                             fn_constructor_kwargs={"checkpoint": ckpt_bytes, "resolution_seconds": a.resolution_seconds,

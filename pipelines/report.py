@@ -84,6 +84,11 @@ def write_report(report_dir: str, metrics: dict, history: list[dict], probs: np.
     if len(set(labels.tolist())) == 2 and probs.shape[1] == 2:
         fpr, tpr, _ = roc_curve(labels, probs[:, 1])
         ax.plot(fpr, tpr, label=f"{classes[1]} vs {classes[0]}, AUC {metrics['test']['roc_auc']:.3f}")
+    elif probs.shape[1] > 2:                                    # one curve per class, that class vs the rest
+        for i, c in enumerate(classes):
+            if 0 < (labels == i).sum() < len(labels):
+                fpr, tpr, _ = roc_curve(labels == i, probs[:, i])
+                ax.plot(fpr, tpr, label=f"{c} vs rest")
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     ax.set_xlabel("false positive rate"), ax.set_ylabel("true positive rate"), ax.legend(loc="lower right")
     ax.set_title("ROC (test)")
@@ -138,7 +143,7 @@ def plot_file(uri: str, segs: pa.Table, png: str, cfg: FeatureConfig, s3=None, c
     ax[0].set_title(f"{os.path.basename(uri)}: {dur:.1f} s")
     ax[1].imshow(S, origin="lower", aspect="auto", cmap="magma", extent=(0, t[-1] if len(t) else dur, 0, S.shape[0]))
     ax[1].set_ylabel("mel band")
-    colors = {"music": "tab:orange", "speech": "tab:blue"}
+    colors = {"music": "tab:orange", "speech": "tab:blue", "noise": "tab:green", "silence": "0.85"}
     seen = set()
     for r in segs.to_pylist():
         c = colors.get(r["label"], "tab:gray")
@@ -149,6 +154,6 @@ def plot_file(uri: str, segs: pa.Table, png: str, cfg: FeatureConfig, s3=None, c
     ax[2].set_ylabel("label")
     ax[2].set_xlabel("time (s)")
     ax[2].set_xlim(0, dur)
-    ax[2].legend(loc="upper right", ncol=2, fontsize=8)
+    ax[2].legend(loc="upper right", ncol=4, fontsize=8)
     fig.tight_layout()
     storage.write_bytes(png, _png(fig, dpi=100, bbox_inches=None), s3 if storage.is_s3(png) else None)

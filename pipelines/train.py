@@ -74,78 +74,45 @@ import torch  # noqa: E402
 from model import Conv3DNet, FeatureConfig, NetConfig, expand  # noqa: E402
 from model.checkpoint import checkpoint_dict, read_checkpoint  # noqa: E402
 from model.crops import mask_, random_crops, real_frames, window_logits  # noqa: E402
-from pipelines import featurize, storage  # noqa: E402
+from pipelines import shards, storage  # noqa: E402
+from pipelines.splits import fold_roles, split_roles, stratified_pick  # noqa: E402,F401
 from pipelines.report import classification_metrics, write_report  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
 
-ROW_COLUMNS = ["uri", "window_start", "window_duration", "label", "n_mels", "n_frames", "index"]
+ROW_COLUMNS = ["uri", "augment", "window_start", "window_duration", "label", "n_mels", "n_frames", "index"]
+CANONICAL = ("music", "speech", "noise")  # class order when --classes is not given
 
 
 # ------------------------------------------------------------------------------------------------
-# splits: by file, stratified by label
+# splits: by file, stratified by label (pipelines/splits.py); by source with --group-by source
 
-def file_table(features: str, s3: S3Options | None = None) -> dict[str, tuple[str, str | None]]:
-    """{uri: (label, split)} of the labeled files of a finished featurize output (plain pyarrow)."""
-    t = featurize.read_rows(features, s3, ["uri", "label", "split"])
-    files = {}
-    for uri, label, split in zip(t.column("uri").to_pylist(), t.column("label").to_pylist(), t.column("split").to_pylist()):
-        if label is not None:
-            files[uri] = (label, split)
-    return files
-
-
-def stratified_pick(uris: list[str], labels: list[str], fraction: float, seed: int) -> set[str]:
-    """A stratified subset of files: round(fraction * n) per class, at least 1 when the class has >= 2."""
-    rng = np.random.default_rng(seed)
-    picked = set()
-    for c in sorted(set(labels)):
-        members = sorted(u for u, lab in zip(uris, labels) if lab == c)
-        if fraction <= 0 or len(members) < 2:
-            continue
-        k = min(len(members) - 1, max(1, int(round(fraction * len(members)))))
-        picked.update(rng.permutation(members)[:k].tolist())
-    return picked
-
-
-def split_roles(files: dict, val_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:
-    """{uri: train|val|test}: the `split` column's train/test (and val when present); validation is a
-    stratified part of train when there is no val split; test is a stratified part of the labeled files
-    when there is no test split."""
-    uris = sorted(files)
-    roles = {u: files[u][1] if files[u][1] in ("train", "val", "test") else "train" for u in uris}
-    if not any(r == "test" for r in roles.values()):
-        for u in stratified_pick(uris, [files[u][0] for u in uris], test_fraction, seed + 1):
-            roles[u] = "test"
-    if not any(r == "val" for r in roles.values()):
-        train = [u for u in uris if roles[u] == "train"]
-        for u in stratified_pick(train, [files[u][0] for u in train], val_fraction, seed):
-            roles[u] = "val"
-    return roles
-
-
-def fold_roles(files: dict, folds: int, val_fraction: float, seed: int) -> list[dict[str, str]]:
-    """Stratified K-fold over all labeled files: fold k's files are its test set, a stratified part of
-    the rest its validation set."""
-    from sklearn.model_selection import StratifiedKFold
-
-    uris = sorted(files)
-    labels = [files[u][0] for u in uris]
-    out = []
-    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for k, (rest, test) in enumerate(skf.split(uris, labels)):
-        roles = {uris[i]: "test" for i in test}
-        rest_u = [uris[i] for i in rest]
-        val = stratified_pick(rest_u, [labels[i] for i in rest], val_fraction, seed + 100 + k)
-        roles.update({u: "val" if u in val else "train" for u in rest_u})
-        out.append(roles)
-    return out
+def file_table(features: str, s3: S3Options | None = None) -> tuple[dict, dict, dict]:
+    """Of a finished featurize output (plain pyarrow): ({uri: (label, split)} of the labeled files,
+    {uri: source}, {uri: rows of the file and its augmented copies})."""
+    try:
+        t = shards.read_rows(features, s3, ["uri", "label", "split", "source", "augment"]).to_pylist()
+    except (KeyError, ValueError, pa.ArrowInvalid) as e:
+        raise ValueError(f"{features} was written by an older featurize (no source/augment columns): "
+                         f"featurize it again ({e})") from e
+    files, sources, windows = {}, {}, {}
+    for r in t:
+        windows[r["uri"]] = windows.get(r["uri"], 0) + 1       # every row: the file and its augmented copies
+        sources[r["uri"]] = r.get("source") or ""
+        if r.get("label") is not None:
+            files[r["uri"]] = (r["label"], r.get("split"))
+    return files, sources, windows
 
 
 # ------------------------------------------------------------------------------------------------
 # the worker
 
-def _hash_rank(uri: str, start: float, world: int) -> int:
-    return zlib.crc32(f"{uri}\0{start:.6f}".encode()) % world
+def _key(r: dict) -> str:
+    """A window's file key: the file, or the file + its augmented copy ("uri#1:band8000")."""
+    return f"{r['uri']}#{r['augment']}" if r.get("augment") else r["uri"]
+
+
+def _hash_rank(r: dict, world: int) -> int:
+    return zlib.crc32(f"{_key(r)}\0{r['window_start']:.6f}".encode()) % world
 
 
 def load_rows(it, cfg: FeatureConfig, classes: tuple, keep=None) -> dict:
@@ -160,15 +127,15 @@ def load_rows(it, cfg: FeatureConfig, classes: tuple, keep=None) -> dict:
 
 
 def rows_to_arrays(rows: list[dict], cfg: FeatureConfig, classes: tuple) -> dict:
-    rows = sorted(rows, key=lambda r: (r["uri"], r["window_start"]))
+    rows = sorted(rows, key=lambda r: (_key(r), r["window_start"]))
     if rows:
-        index = np.stack([featurize.index_of(r) for r in rows])
+        index = np.stack([shards.index_of(r) for r in rows])
     else:
         index = np.zeros((0, cfg.n_mels, cfg.n_frames()), np.uint8)
     return {"index": index,
             "label": np.array([classes.index(r["label"]) for r in rows], np.int64),
             "real": np.array([real_frames(r["window_duration"], cfg) for r in rows], np.int64),
-            "uri": [r["uri"] for r in rows], "start": [float(r["window_start"]) for r in rows]}
+            "uri": [_key(r) for r in rows], "start": [float(r["window_start"]) for r in rows]}
 
 
 def _gather(obj, world: int) -> list:
@@ -243,7 +210,7 @@ def train_loop(c: dict) -> dict:
     train = load_rows(ray.train.get_dataset_shard("train"), fcfg, classes)
     ev = []  # val and test rows come in one dataset (one Ray Data execution per worker), by hash
     for b in ray.train.get_dataset_shard("eval").iter_batches(batch_size=64, batch_format="pyarrow"):
-        ev += [r for r in b.to_pylist() if _hash_rank(r["uri"], r["window_start"], world) == rank]
+        ev += [r for r in b.to_pylist() if _hash_rank(r, world) == rank]
     val = rows_to_arrays([r for r in ev if r["role"] == "val"], fcfg, classes)
     test = rows_to_arrays([r for r in ev if r["role"] == "test"], fcfg, classes)
     del ev
@@ -451,6 +418,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="stratified fraction of the labeled files held out for test when there is no `test` split")
     p.add_argument("--folds", type=int, default=0,
                    help="K >= 2: stratified K-fold cross-validation over all labeled files instead of train/test")
+    p.add_argument("--classes", help="comma-separated classes, in the network's output order, e.g. music,speech,noise "
+                                     "(default: those of music,speech,noise the features hold); files of other "
+                                     "labels are ignored")
+    p.add_argument("--group-by", choices=["file", "source"], default="file",
+                   help="--folds unit: 'source' holds whole sources (the featurize `source` column: a speaker, "
+                        "composer or recording chain) out of training, to measure generalization to new sources")
     p.add_argument("--seed", type=int, default=0, help="random seed (splits, initialization, crops)")
     p.add_argument("--max-failures", type=int, default=2, help="worker failures to recover from (FailureConfig)")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
@@ -471,10 +444,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return a
 
 
-def _select(batch: pa.Table, roles: dict) -> pa.Table:
-    """Ray Data UDF: the rows of the files in roles ({uri: role}), with a `role` column."""
+def _select(batch: pa.Table, roles: dict, clean_roles: tuple = ("test",)) -> pa.Table:
+    """Ray Data UDF: the rows of the files in roles ({uri: role}), with a `role` column; in clean_roles
+    only the files as they are (test metrics are on real recordings, not on their augmented copies)."""
     t = batch.filter(pc.is_in(batch.column("uri"), pa.array(sorted(roles), pa.string())))
-    return t.append_column("role", pa.array([roles[u] for u in t.column("uri").to_pylist()], pa.string()))
+    t = t.append_column("role", pa.array([roles[u] for u in t.column("uri").to_pylist()], pa.string()))
+    copy = pc.and_(pc.is_in(t.column("role"), pa.array(list(clean_roles), pa.string())),
+                   pc.not_equal(t.column("augment"), ""))
+    return t.filter(pc.invert(copy))
 
 
 def _error(msg: str) -> int:
@@ -489,8 +466,8 @@ def run_one(a, s3: S3Options, shard_dirs: list[str], fcfg: FeatureConfig, roles:
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    ncfg = NetConfig()
-    classes = tuple(ncfg.classes)
+    classes = tuple(a.classes)
+    ncfg = NetConfig(n_classes=len(classes), classes=classes)
     by_role = {r: sorted(u for u, x in roles.items() if x == r) for r in ("train", "val", "test")}
     n_win = {r: sum(windows[u] for u in by_role[r]) for r in by_role}
     counts = np.array([sum(windows[u] for u in by_role["train"] if files[u][0] == c) for c in classes], float)
@@ -569,21 +546,24 @@ def main(argv=None) -> int:
     s3 = S3Options.from_env(a.endpoint_url)
     t0 = time.time()
     try:
-        shard_dirs, fcfg = featurize.finished_shards(a.features, s3)
+        shard_dirs, fcfg = shards.finished_shards(a.features, s3)
         storage.check_output(a.output, s3)
-        files = file_table(a.features, s3)
+        files, sources, windows = file_table(a.features, s3)
     except (storage.StorageError, FileNotFoundError, ValueError) as e:
         return _error(str(e))
+    present = {lab for lab, _ in files.values()}
+    a.classes = tuple(a.classes.split(",")) if a.classes else tuple(c for c in CANONICAL if c in present)
+    ignored = sorted(present - set(a.classes))
+    files = {u: v for u, v in files.items() if v[0] in a.classes}
+    if ignored:
+        print(f"train: ignoring the files labeled {ignored} (not in --classes {','.join(a.classes)})", flush=True)
     if not files:
-        return _error(f"{a.features} holds no labeled windows (labels come from .../<split>/<music|speech>/ "
-                      "paths or a featurize --manifest)")
-    unknown = sorted({lab for lab, _ in files.values()} - set(NetConfig().classes))
-    if unknown:
-        return _error(f"{a.features} holds labels {unknown} outside the network's classes {NetConfig().classes}")
-    uris = featurize.read_rows(a.features, s3, ["uri"]).column("uri").to_pylist()
-    windows = {}
-    for u in uris:
-        windows[u] = windows.get(u, 0) + 1
+        return _error(f"{a.features} holds no windows labeled {','.join(a.classes) or 'music/speech/noise'} (labels "
+                      "come from .../<split>/<music|speech|noise>/ paths or a featurize --manifest)")
+    missing = [c for c in a.classes if c not in present]
+    if missing or len(a.classes) < 2:
+        return _error(f"{a.features} holds no files of class(es) {missing} (of --classes {','.join(a.classes)}); "
+                      "training needs >= 2 classes, each with files")
 
     name = a.resume or a.name or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     run_root = storage.join(a.output, name)
@@ -596,7 +576,11 @@ def main(argv=None) -> int:
         small = min(labels.count(c) for c in set(labels))
         if small < a.folds or len(set(labels)) < 2:
             return _error(f"--folds {a.folds} needs >= {a.folds} labeled files of each class; the smallest has {small}")
-        plans = [(f"fold-{k}", r) for k, r in enumerate(fold_roles(files, a.folds, a.val_fraction, a.seed))]
+        groups = {u: sources[u] for u in files} if a.group_by == "source" else None
+        if groups is not None and len(set(groups.values())) < a.folds:
+            return _error(f"--folds {a.folds} --group-by source needs >= {a.folds} sources; {a.features} has "
+                          f"{len(set(groups.values()))}")
+        plans = [(f"fold-{k}", r) for k, r in enumerate(fold_roles(files, a.folds, a.val_fraction, a.seed, groups))]
         storage_uri = run_root
     else:
         plans = [(name, split_roles(files, a.val_fraction, a.test_fraction, a.seed))]
@@ -631,7 +615,10 @@ def main(argv=None) -> int:
               "fold_accuracies": accs.tolist(), "fold_roc_auc": [r["test"]["roc_auc"] for r in results],
               "wall_seconds": wall, "fold_wall_seconds": [r["wall_seconds"] for r in results],
               "train_samples_per_s": float(np.mean([r["train_samples_per_s"] for r in results])),
-              "peak_memory_mb_per_worker": max(r["peak_memory_mb_per_worker"] for r in results)}
+              "peak_memory_mb_per_worker": max(r["peak_memory_mb_per_worker"] for r in results),
+              "classes": list(a.classes), "group_by": a.group_by,
+              "confusion_matrix": np.sum([r["test"]["confusion_matrix"] for r in results], axis=0).tolist(),
+              "fold_per_class": [r["test"]["per_class"] for r in results]}
         storage.write_json(storage.join(run_root, "cv.json"), cv, s3)
         print(f"train: done: {a.folds}-fold CV accuracy {cv['accuracy_mean']:.4f} +- {cv['accuracy_std']:.4f} "
               f"({', '.join(f'{x:.3f}' for x in accs)}) in {wall:.0f} s; models at {run_root}/fold-*/model.pt, "

@@ -28,16 +28,17 @@ def _crop_batch(clips, rng, n, cfg):
     return featurize(np.stack(xs), cfg.sample_rate, cfg), torch.tensor(ys)
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    """The seed Conv3DNet trained briefly with plain torch on 4 s random crops of generated clips; checked
-    to separate held-out clips. Returns (path, cfg, net)."""
+def _train(kinds: tuple, path: str):
+    """The seed Conv3DNet trained briefly with plain torch on 4 s random crops of generated clips of
+    `kinds`; checked to separate held-out clips. Returns (path, cfg, net)."""
+    from model import NetConfig
+
     torch.manual_seed(0)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(2)
     cfg = FeatureConfig(window_seconds=WIN)
-    clips = [(make_clip(kind, 12.0, 500 + 10 * k + c), c) for k in range(6) for c, kind in enumerate(("music", "speech"))]
-    net = Conv3DNet()
+    clips = [(make_clip(kind, 12.0, 500 + 10 * k + c), c) for k in range(6) for c, kind in enumerate(kinds)]
+    net = Conv3DNet(NetConfig(n_classes=len(kinds), classes=kinds))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
     t0 = time.time()
@@ -62,16 +63,27 @@ def trained(tmp_path_factory):
         for _ in range(3):
             net(expand(_crop_batch(clips, rng, 8, cfg)[0]))
     net.eval()
-    held = [(make_clip(kind, WIN, 900 + k), c) for k in range(4) for c, kind in enumerate(("music", "speech"))]
+    held = [(make_clip(kind, WIN, 900 + k), c) for k in range(4) for c, kind in enumerate(kinds)]
     with torch.inference_mode():
         p = torch.softmax(net(expand(featurize(np.stack([x for x, _ in held]), cfg.sample_rate, cfg))), -1)
     acc = float((p.argmax(1) == torch.tensor([c for _, c in held])).float().mean())
     assert acc == 1.0, (acc, p)
-    path = str(tmp_path_factory.mktemp("model") / "model.pt")
     with open(path, "wb") as f:
         save_checkpoint(f, net, cfg, steps=step + 1)
     torch.set_num_threads(old_threads)
     return path, cfg, net
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """The seed's two classes, music and speech."""
+    return _train(("music", "speech"), str(tmp_path_factory.mktemp("model") / "model.pt"))
+
+
+@pytest.fixture(scope="session")
+def trained3(tmp_path_factory):
+    """Three classes: music, speech, noise."""
+    return _train(("music", "speech", "noise"), str(tmp_path_factory.mktemp("model3") / "model.pt"))
 
 
 def write(root, rel, data):
@@ -212,3 +224,36 @@ def test_bad_inputs_exit_2_naming_them(ray_local, trained, tmp_path, capsys):
     assert run_job("--input", str(tmp_path / "empty"), "--model", str(tmp_path / "junk.pt"),
                    "--output", str(tmp_path / "o")) == 2
     assert "junk.pt" in capsys.readouterr().err
+
+
+def test_silence_from_the_level_and_a_three_class_model(ray_local, trained, trained3, tmp_path):
+    """Digital silence and a -80 dBFS hiss >= 1 s inside a file come out as `silence` with either model; a
+    0.4 s pause does not; a silent file is `silence`; the 3-class checkpoint labels noise and loads as it
+    was saved (its classes in its config)."""
+    from model import load_checkpoint
+
+    audio = str(tmp_path / "audio")
+    zeros = lambda s: np.zeros(int(s * 22050), np.float32)
+    hiss = (np.random.default_rng(0).standard_normal(int(2.0 * 22050)) * 1e-4).astype(np.float32)
+    parts = [make_clip("speech", 5.0, 1), zeros(1.5), make_clip("music", 6.0, 2), hiss,
+             make_clip("speech", 4.0, 3), zeros(0.4), make_clip("music", 4.0, 4)]
+    gaps = write(audio, "gaps.wav", wav_bytes(np.concatenate(parts)))
+    silent = write(audio, "silent.wav", wav_bytes(zeros(10.0)))
+    noise = write(audio, "noise.wav", wav_bytes(make_clip("noise", 8.0, 5)))
+    net, _, _ = load_checkpoint(open(trained3[0], "rb"))
+    assert net.cfg.classes == ("music", "speech", "noise") and net.cfg.n_classes == 3
+    for model, name in ((trained[0], "two"), (trained3[0], "three")):
+        out = str(tmp_path / name)
+        assert run_job("--input", audio, "--model", model, "--output", out) == 0
+        files = {r["uri"]: r for r in pq.read_table(os.path.join(out, "files.parquet")).to_pylist()}
+        assert files[silent]["label"] == "silence" and files[silent]["fraction_silence"] == pytest.approx(1.0)
+        segs = [r for r in pq.read_table(os.path.join(out, "segments.parquet")).to_pylist() if r["uri"] == gaps]
+        quiet = [(r["start"], r["end"]) for r in segs if r["label"] == "silence"]
+        assert len(quiet) == 2, segs
+        for (s, e), (ws, we) in zip(quiet, [(5.0, 6.5), (12.5, 14.5)]):
+            assert abs(s - ws) <= 0.06 and abs(e - we) <= 0.06, quiet
+        assert [r["label"] for r in segs if r["label"] != "silence"][:2] == ["speech", "music"]
+        if name == "three":
+            assert files[noise]["label"] == "noise" and "fraction_noise" in files[noise]
+        else:
+            assert "fraction_noise" not in files[noise] and files[noise]["label"] in ("music", "speech")
