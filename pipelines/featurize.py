@@ -57,6 +57,26 @@ def windows(x: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, list[float],
     return padded.reshape(n, w), starts, durs
 
 
+def window_indices(x: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, list[float], list[float]]:
+    """(T,) -> uint8 indices (n, n_mels, n_frames) of its windows, their starts and true durations.
+
+    A window that is not full (a short file, a file's last window) is featurized on its real audio
+    alone and its index padded with 0 (the colormap's floor) to the window's frames: normalized over
+    the audio it holds, as the labeling job normalizes a short file, instead of with the padding's
+    -80 dB floor in its min-max (which made every short training clip look like a full-range one)."""
+    wins, starts, durs = windows(x, cfg)
+    index = featurize(wins, cfg.sample_rate, cfg).numpy()                     # (n, n_mels, n_frames)
+    real = len(x) - (len(wins) - 1) * cfg.window_samples
+    if real < cfg.window_samples:
+        last = x[len(x) - real:]
+        short = max(real, 7 * cfg.hop_length)                                   # >= 8 frames: the network's least
+        last = np.pad(last, (0, short - real))
+        tail = featurize(last, cfg.sample_rate, cfg).numpy()                    # (n_mels, frames of real audio)
+        index[-1] = 0
+        index[-1][:, :tail.shape[1]] = tail[:, :index.shape[2]]
+    return index, starts, durs
+
+
 def variants(x: np.ndarray, item: dict, cfg: FeatureConfig, aug: AugmentConfig, banks: dict,
              s3: S3Options | None) -> list[tuple[np.ndarray, str]]:
     """The file as it is plus aug.variants augmented copies (labeled files outside the test split only).
@@ -98,12 +118,11 @@ def featurize_files(batch: pa.Table, cfg_dict: dict, aug_dict: dict, banks: dict
             x, info = storage.decode(uri, cfg.sample_rate, s3)
             done = []
             for y, tag in variants(x, item, cfg, aug, banks, s3):
-                wins, starts, durs = windows(y, cfg)
-                done.append((tag, starts, durs, featurize(wins, cfg.sample_rate, cfg).numpy()))  # (n, n_mels, n_frames)
+                done.append((tag, *window_indices(y, cfg)))                    # index (n, n_mels, n_frames)
         except Exception as e:  # DecodeError, or anything a broken file makes a library raise
             errors.append((uri, str(e) if isinstance(e, storage.DecodeError) else f"{uri}: {type(e).__name__}: {e}"))
             continue
-        for tag, starts, durs, index in done:
+        for tag, index, starts, durs in done:
             for i in range(len(index)):
                 for k in ("uri", "label", "split", "source"):
                     rows[k].append(item[k])

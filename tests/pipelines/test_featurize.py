@@ -11,7 +11,7 @@ import torch
 
 from model import FeatureConfig, expand, featurize
 from pipelines import featurize as job
-from pipelines import storage
+from pipelines import shards, storage
 from pipelines.demo import make_clip, wav_bytes
 from tests.conftest import submit_job
 
@@ -83,8 +83,18 @@ def test_local_folder_to_parquet(ray_local, tmp_path):
     x, _ = storage.decode(r["uri"])
     w = x[int(r["window_start"] * 22050):][: cfg.window_samples]
     direct = featurize(w, 22050, cfg)
-    assert np.array_equal(job.index_of(r), direct.numpy())
-    assert torch.equal(expand(torch.from_numpy(job.index_of(r).copy())), expand(direct))
+    assert np.array_equal(shards.index_of(r), direct.numpy())
+    assert torch.equal(expand(torch.from_numpy(shards.index_of(r).copy())), expand(direct))
+    # a window that is not full is featurized on its real audio alone, its index padded with the floor (0):
+    # normalized as the labeling job normalizes a short file, not with the padding in its min-max
+    r = max(by_uri[os.path.join(audio, "test/speech/stereo44k.flac")], key=lambda r: r["window_start"])
+    x, _ = storage.decode(r["uri"])
+    tail = featurize(x[int(r["window_start"] * 22050):], 22050, cfg).numpy()
+    got = shards.index_of(r)
+    assert r["window_duration"] == pytest.approx(1.0) and np.array_equal(got[:, :tail.shape[1]], tail)
+    assert (got[:, tail.shape[1]:] == 0).all()
+    padded = featurize(np.pad(x[int(r["window_start"] * 22050):], (0, cfg.window_samples)), 22050, cfg).numpy()
+    assert not np.array_equal(got[:, :tail.shape[1]], padded[:, :tail.shape[1]])   # what it was before
     # the shards are plain Parquet with the config in their schema metadata
     shard = next(p for p in (tmp_path / "features" / "shards").rglob("*.parquet"))
     meta = pq.read_schema(shard).metadata

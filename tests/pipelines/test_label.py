@@ -250,8 +250,8 @@ def test_silence_from_the_level_and_a_three_class_model(ray_local, trained, trai
         segs = [r for r in pq.read_table(os.path.join(out, "segments.parquet")).to_pylist() if r["uri"] == gaps]
         quiet = [(r["start"], r["end"]) for r in segs if r["label"] == "silence"]
         assert len(quiet) == 2, segs
-        for (s, e), (ws, we) in zip(quiet, [(5.0, 6.5), (12.5, 14.5)]):
-            assert abs(s - ws) <= 0.06 and abs(e - we) <= 0.06, quiet
+        for (s, e), (ws, we) in zip(quiet, [(5.0, 6.5), (12.5, 14.5)]):   # a clip may end in its own pause
+            assert ws - 0.5 <= s <= ws + 0.06 and we - 0.06 <= e <= we + 0.5, quiet
         assert [r["label"] for r in segs if r["label"] != "silence"][:2] == ["speech", "music"]
         if name == "three":
             assert files[noise]["label"] == "noise" and "fraction_noise" in files[noise]

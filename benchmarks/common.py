@@ -1,0 +1,143 @@
+"""What the benchmarks share: timelines whose boundaries fall anywhere, grid scoring, running a job as
+its own process tree, and the results file (figures + commit, machine, command) the README quotes."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "benchmarks", "results")
+
+
+def random_timeline(clips: list[tuple[np.ndarray, str]], seconds: float, rng: np.random.Generator,
+                    sr: int = 22050, lo: float = 3.0, hi: float = 30.0) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+    """Random lo..hi s pieces of random clips [(audio, label)], each from a random offset, end to end until
+    `seconds`: boundaries fall anywhere, never on a window edge by construction. Adjacent pieces of one
+    label merge in the truth [(start, end, label)]."""
+    xs, truth, t = [], [], 0.0
+    while t < seconds - 1e-9:
+        x, label = clips[int(rng.integers(len(clips)))]
+        n = int(min(rng.uniform(lo, hi), len(x) / sr, seconds - t) * sr)
+        if n <= 0:
+            break
+        a = int(rng.integers(0, len(x) - n + 1))
+        xs.append(x[a:a + n])
+        if truth and truth[-1][2] == label:
+            truth[-1] = (truth[-1][0], t + n / sr, label)
+        else:
+            truth.append((t, t + n / sr, label))
+        t += n / sr
+    return np.concatenate(xs).astype(np.float32), truth
+
+
+def grid_eval(segs, truth, classes=("music", "speech"), step: float = 0.01) -> dict:
+    """P/R/F1 per class on a `step` grid; segs and truth are [(start, end, label)]. Predicted labels
+    outside `classes` (noise, silence, noEnergy) count as a miss for every class."""
+    end = max(e for _, e, _ in truth)
+    n = int(round(end / step))
+    t = (np.arange(n) + 0.5) * step
+
+    def paint(spans):
+        lab = np.full(n, -1)
+        for s, e, k in spans:
+            if k in classes:
+                lab[(t >= s) & (t < e)] = classes.index(k)
+        return lab
+
+    ref, hyp = paint(truth), paint(segs)
+    res = {}
+    for c, k in enumerate(classes):
+        tp = int(np.sum((hyp == c) & (ref == c)))
+        p = tp / max(int(np.sum(hyp == c)), 1)
+        r = tp / max(int(np.sum(ref == c)), 1)
+        res[k] = {"precision": p, "recall": r, "f1": 2 * p * r / max(p + r, 1e-12)}
+    res["accuracy"] = float(np.mean(hyp == ref))
+    return res
+
+
+def tree_rss(pid: int) -> tuple[int, int]:
+    """(summed RSS, largest RSS) in bytes of pid and all its descendants, from /proc (Linux)."""
+    kids, rss = {}, {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{d}/statm") as f:
+                rss[int(d)] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+        kids.setdefault(ppid, []).append(int(d))
+    todo, tot, mx = [pid], 0, 0
+    while todo:
+        q = todo.pop()
+        tot += rss.get(q, 0)
+        mx = max(mx, rss.get(q, 0))
+        todo.extend(kids.get(q, []))
+    return tot, mx
+
+
+def run_job(job: str, args: list[str], log: str | None = None) -> tuple[str, dict]:
+    """Run pipelines/<job>.py as its own process tree -> (its output, {wall_s, peak_tree_mib,
+    peak_largest_mib}: the whole tree summed and the largest process, sampled every 0.2 s)."""
+    cmd = [sys.executable, os.path.join(REPO, "pipelines", f"{job}.py"), *args]
+    env = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"))
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
+    peak = [0, 0]
+
+    def sample():
+        while proc.poll() is None:
+            tot, mx = tree_rss(proc.pid)
+            peak[0], peak[1] = max(peak[0], tot), max(peak[1], mx)
+            time.sleep(0.2)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if log:
+            with open(log, "a") as f:
+                f.write(line)
+    proc.wait()
+    th.join()
+    out = "".join(lines)
+    if proc.returncode != 0:
+        sys.exit(f"{job}.py {' '.join(args)} failed ({proc.returncode}):\n{out[-4000:]}")
+    return out, {"wall_s": time.time() - t0, "peak_tree_mib": peak[0] / 2**20, "peak_largest_mib": peak[1] / 2**20}
+
+
+def done_line(out: str, job: str) -> str:
+    m = re.findall(rf"^{job}: done: .*$", out, re.M)
+    return m[-1] if m else ""
+
+
+def write_results(name: str, figures: dict) -> str:
+    """benchmarks/results/<name>.json: the figures plus the commit, the machine and the command."""
+    try:
+        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True).stdout.strip())
+    except OSError:
+        commit, dirty = None, None
+    meta = {"commit": commit, "dirty": dirty, "command": " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+                        "load_average_at_end": os.getloadavg()},
+            "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump({**meta, **figures}, f, indent=2, sort_keys=True)
+    return path
