@@ -53,6 +53,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
 from model import FastConv3D, FeatureConfig, featurize  # noqa: E402
+from pipelines import exports  # noqa: E402
 from pipelines import storage  # noqa: E402
 from pipelines.report import plot_file  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
@@ -407,6 +408,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plain", action="store_true", help="use expand() + the plain network instead of the exact "
                                                         "fast forward (for checking; slower)")
     p.add_argument("--csv", action="store_true", help="also write files.csv and segments.csv")
+    p.add_argument("--format", default="parquet", help="comma-separated output formats from "
+                   f"{','.join(exports.FORMATS)} (parquet always; see pipelines/exports.py for where each goes)")
     p.add_argument("--plot", metavar="PNG", help="write a waveform/spectrogram + timeline PNG of one file")
     p.add_argument("--plot-uri", help="the file to plot (default: the first input file)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished output")
@@ -425,6 +428,11 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be > 0")
     if a.batch_size < 1:
         p.error("--batch-size must be >= 1")
+    try:
+        a.format = exports.parse_formats(a.format + (",csv" if a.csv else ""))
+    except ValueError as e:
+        p.error(f"--format: {e}")
+    a.csv = "csv" in a.format
     return a
 
 
@@ -550,6 +558,7 @@ def main(argv=None) -> int:
             buf = io.BytesIO()
             pacsv.write_csv(t, buf)
             storage.write_bytes(storage.join(out, name), buf.getvalue(), s3)
+    exports.write_exports(out, files, segs, a.format, s3)
     storage.remove(storage.join(out, "parts"), s3)
     if a.plot:
         puri = a.plot_uri or uris[0]
