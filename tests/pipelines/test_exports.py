@@ -13,8 +13,8 @@ from praatio import textgrid as praat_textgrid
 
 from pipelines import exports, storage
 from pipelines import label as job
-from tests.pipelines.test_label import run_job, trained, write  # noqa: F401  (trained: the session fixture)
 from pipelines.demo import make_clip, wav_bytes
+from tests.pipelines.test_label import run_job, trained, write  # noqa: F401  (trained: the session fixture)
 
 LABELS = ("music", "speech", "noise", "silence")
 URI = "s3://archive/radio 1977/side A/tape #3.wav"
@@ -204,15 +204,14 @@ def test_label_job_writes_every_format(ray_local, trained, tmp_path, capsys):  #
     root = exports.export_root(uris)
     for uri in ok:
         want = [(s["start"], s["end"], s["label"], s["probability"]) for s in segs if s["uri"] == uri]
-        name = lambda ext: os.path.join(out, ext[0], exports.export_name(uri, ext[1], root))  # noqa: E731
-        lines = open(name(("audacity", "txt"))).read().splitlines()
+        path = {f: os.path.join(out, f, exports.export_name(uri, ext, root)) for f, ext in exports.PER_FILE.items()}
+        lines = open(path["audacity"]).read().splitlines()
         assert_same([(float(a), float(b), l) for a, b, l in (x.split("\t") for x in lines)], want, 1e-6)
-        tg = praat_textgrid.openTextgrid(name(("textgrid", "TextGrid")), includeEmptyIntervals=False,
-                                         reportingMode="error")
+        tg = praat_textgrid.openTextgrid(path["textgrid"], includeEmptyIntervals=False, reportingMode="error")
         assert tg.maxTimestamp == pytest.approx(files[uri]["duration"])
         assert_same([(e.start, e.end, e.label) for e in tg.getTier("music-speech").entries], want, 1e-9)
-        assert_same([c[:3] for c in _parse_cues(open(name(("srt", "srt"))).read(), ",")], want)
-        assert_same([c[:3] for c in _parse_cues(open(name(("vtt", "vtt"))).read()[8:], r"\.")], want)
+        assert_same([c[:3] for c in _parse_cues(open(path["srt"]).read(), ",")], want)
+        assert_same([c[:3] for c in _parse_cues(open(path["vtt"]).read()[8:], r"\.")], want)
     assert sorted(os.listdir(os.path.join(out, "srt"))) == ["a", "b"]       # the inputs' folders, kept
     rttm = [line.split() for line in open(os.path.join(out, "segments.rttm"))]
     assert all(len(f) == 10 for f in rttm) and len(rttm) == sum(s["uri"] in ok for s in segs)
