@@ -54,6 +54,7 @@ import pyarrow.compute as pc  # noqa: E402
 
 from model import FastConv3D, FeatureConfig, featurize  # noqa: E402
 from model.segments import SILENCE, LevelTracker, file_summary, segments, timeline, with_silence  # noqa: E402,F401
+from pipelines import exports  # noqa: E402
 from pipelines import storage  # noqa: E402
 from pipelines.report import plot_file  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
@@ -357,6 +358,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plain", action="store_true", help="use expand() + the plain network instead of the exact "
                                                         "fast forward (for checking; slower)")
     p.add_argument("--csv", action="store_true", help="also write files.csv and segments.csv")
+    p.add_argument("--format", default="parquet", help="comma-separated output formats from "
+                   f"{','.join(exports.FORMATS)} (parquet always; see pipelines/exports.py for where each goes)")
     p.add_argument("--plot", metavar="PNG", help="write a waveform/spectrogram + timeline PNG of one file")
     p.add_argument("--plot-uri", help="the file to plot (default: the first input file)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished output")
@@ -375,6 +378,11 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be > 0")
     if a.batch_size < 1:
         p.error("--batch-size must be >= 1")
+    try:
+        a.format = exports.parse_formats(a.format + (",csv" if a.csv else ""))
+    except ValueError as e:
+        p.error(f"--format: {e}")
+    a.csv = "csv" in a.format
     return a
 
 
@@ -420,7 +428,8 @@ def main(argv=None) -> int:
             _err(f"{out} already holds a finished labeling run ({done.get('files')} files); pass --resume to "
                  "label only new files or --overwrite to replace it")
             return 2
-        for sub in ("parts", "files.parquet", "segments.parquet", "files.csv", "segments.csv", "_SUCCESS.json"):
+        for sub in ("parts", "files.parquet", "segments.parquet", "files.csv", "segments.csv", "_SUCCESS.json",
+                    *exports.OUTPUTS):
             storage.remove(storage.join(out, sub), s3)  # --overwrite, or leftovers of a run that died
     elif storage.exists(cfg_uri, s3):
         old = storage.read_json(cfg_uri, s3)
@@ -502,6 +511,7 @@ def main(argv=None) -> int:
             buf = io.BytesIO()
             pacsv.write_csv(t, buf)
             storage.write_bytes(storage.join(out, name), buf.getvalue(), s3)
+    exports.write_exports(out, files, segs, a.format, s3)
     storage.remove(storage.join(out, "parts"), s3)
     if a.plot:
         puri = a.plot_uri or uris[0]
