@@ -2,110 +2,49 @@
 `python pipelines/label.py` process with its own local Ray, on this machine:
 
     .venv/bin/python benchmarks/label.py --model model.pt               # everything
-    .venv/bin/python benchmarks/label.py --model model.pt --skip-compare --skip-data
+    .venv/bin/python benchmarks/label.py --model model.pt --skip-compare --skip-data --hours 1
 
-  1. realtime factor (audio seconds / wall seconds, from the job's own summary) on the real data set
-     ../shared/data/music_speech ({train,test}/{music,speech}/*.wav, 128 clips of 30 s);
-  2. the same on a 1-hour file made by concatenating its test clips (all 64, then again in another
-     order, cut at --hour-minutes), written to a temp dir, never into the repo;
-  3. peak memory: the peak over time of the summed RSS of the job's whole process tree (driver, raylet,
-     workers; shared memory counted once per process that maps it, so an upper bound), and the peak RSS
-     of the largest single process, for the hour file and for one 30 s clip;
-  4. segment-level precision/recall/F1 per class on a 10 ms grid over the hour (as speech/music detection
-     is scored), for the fully convolutional segmenter (30 s windows, local pooling at ~1 s) and for
-     overlapping short windows (--overlap-window s every --overlap-hop s, one score per window), with
-     each one's realtime factor: accuracy per second.
-F1 only means something with a checkpoint trained on the real data (the train job's model.pt); speed
-does not depend on the weights, so any checkpoint measures it.
+  1. realtime factor (audio seconds / wall seconds, from the job's own summary, Ray start-up excluded, and
+     the whole process's wall time, start-up included) on ../shared/data/music_speech (128 clips of 30 s);
+  2. the same on timelines of random 3-30 s pieces of its test clips (boundaries anywhere, never on a
+     window edge: whole clips end to end would put every boundary on one and flatter the segmenter), of
+     30 s, 1 hour and --hours hours, written to a temp dir, never into the repo;
+  3. peak memory of each run: the summed RSS of the job's whole process tree (driver, raylet, workers;
+     shared memory counted once per process that maps it, so an upper bound) and the largest single
+     process, sampled every 0.2 s;
+  4. segment-level precision/recall/F1 per class on a 10 ms grid over the hour, for the default (30 s
+     windows, local pooling at ~1 s) and for overlapping short windows (--overlap-window s every
+     --overlap-hop s, one score per window), with each one's realtime factor.
+The first run (one 30 s clip) also warms the machine's file cache and Python imports before the timed runs.
+Figures go to benchmarks/results/label.json with the commit, machine and command.
 """
 
 import argparse
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
+
+from benchmarks.common import grid_eval, random_timeline, run_job, write_results  # noqa: E402
 from pipelines import storage  # noqa: E402
 from pipelines.demo import wav_bytes  # noqa: E402
 
 
-def tree_rss(pid):
-    """(summed RSS, largest RSS) in bytes of pid and all its descendants, from /proc (Linux)."""
-    kids, rss = {}, {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{d}/statm") as f:
-                rss[int(d)] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            continue
-        kids.setdefault(ppid, []).append(int(d))
-    todo, tot, mx = [pid], 0, 0
-    while todo:
-        q = todo.pop()
-        tot += rss.get(q, 0)
-        mx = max(mx, rss.get(q, 0))
-        todo.extend(kids.get(q, []))
-    return tot, mx
-
-
-def run_job(args, env=None):
-    """-> (summary dict from the job's last line, peak tree RSS bytes, peak single-process RSS bytes, wall)."""
-    cmd = [sys.executable, os.path.join(REPO, "pipelines", "label.py"), *args]
-    t0 = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
-    peak = [0, 0]
-
-    def sample():
-        while proc.poll() is None:
-            tot, mx = tree_rss(proc.pid)
-            peak[0], peak[1] = max(peak[0], tot), max(peak[1], mx)
-            time.sleep(0.2)
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    out = proc.stdout.read()
-    proc.wait()
-    th.join()
-    if proc.returncode != 0:
-        sys.exit(f"label.py failed ({proc.returncode}):\n{out[-3000:]}")
+def label(name: str, args: list[str]) -> dict:
+    out, mem = run_job("label", args)
     m = re.search(r"label: done: (\d+) files, ([\d.]+) h of audio, (\d+) errors, ([\d.]+) s wall, ([\d.]+)x realtime", out)
-    s = {"files": int(m[1]), "hours": float(m[2]), "errors": int(m[3]), "wall": float(m[4]), "rtf": float(m[5])}
-    return s, peak[0], peak[1], time.time() - t0
-
-
-def grid_eval(segs, truth, classes, step=0.01):
-    """P/R/F1 per class on a `step` grid: segs and truth are [(start, end, label)]."""
-    end = max(e for _, e, _ in truth)
-    n = int(round(end / step))
-    t = (np.arange(n) + 0.5) * step
-
-    def paint(spans):
-        lab = np.full(n, -1)
-        for s, e, k in spans:
-            lab[(t >= s) & (t < e)] = classes.index(k)
-        return lab
-
-    ref, hyp = paint(truth), paint(segs)
-    res = {}
-    for c, k in enumerate(classes):
-        tp = np.sum((hyp == c) & (ref == c))
-        p = tp / max(np.sum(hyp == c), 1)
-        r = tp / max(np.sum(ref == c), 1)
-        res[k] = (p, r, 2 * p * r / max(p + r, 1e-12))
-    res["accuracy"] = float(np.mean(hyp == ref))
-    return res
+    r = {"run": name, "files": int(m[1]), "audio_hours": float(m[2]), "errors": int(m[3]), "job_wall_s": float(m[4]),
+         "realtime": float(m[5]), "process_wall_s": mem["wall_s"],
+         "realtime_with_startup": float(m[2]) * 3600 / mem["wall_s"], **mem}
+    print(r, flush=True)
+    return r
 
 
 def main():
@@ -113,7 +52,7 @@ def main():
     p.add_argument("--model", required=True, help="checkpoint (the train job's model.pt)")
     p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "music_speech"),
                    help="folder with {train,test}/{music,speech}/*.wav (default: %(default)s)")
-    p.add_argument("--hour-minutes", type=float, default=60.0, help="length of the concatenated file")
+    p.add_argument("--hours", type=float, default=4.0, help="length of the long timeline (memory at length)")
     p.add_argument("--overlap-window", type=float, default=3.0, help="window of the overlapping-windows segmenter")
     p.add_argument("--overlap-hop", type=float, default=1.0, help="its hop")
     p.add_argument("--skip-data", action="store_true", help="skip the 128-clip run")
@@ -128,64 +67,50 @@ def main():
         sys.exit(f"error: no test clips in {data}/test/{{music,speech}}")
     tmp = tempfile.mkdtemp(prefix="label-bench-")
     extra = a.job_args.split()
+    clips = [(storage.decode(t)[0], os.path.basename(os.path.dirname(t))) for t in tests]
     try:
-        # the hour: all test clips shuffled, then again in another order, cut at --hour-minutes
-        rng = np.random.default_rng(0)
-        order = list(rng.permutation(len(tests))) + list(rng.permutation(len(tests)))
-        xs, truth, t, limit = [], [], 0.0, a.hour_minutes * 60
-        for i in order:
-            x, _ = storage.decode(tests[i])
-            x = x[: int(round(min(len(x) / 22050, limit - t) * 22050))]
-            if len(x) == 0:
-                break
-            kind = os.path.basename(os.path.dirname(tests[i]))
-            xs.append(x)
-            truth.append((t, t + len(x) / 22050, kind))
-            t += len(x) / 22050
-        hour = os.path.join(tmp, "hour", "hour.wav")
-        os.makedirs(os.path.dirname(hour))
-        with open(hour, "wb") as f:
-            f.write(wav_bytes(np.concatenate(xs)))
-        del xs
-        print(f"hour file: {t / 60:.1f} min of {len(truth)} test clips -> {hour}", flush=True)
-
-        rows = []
+        files, rng = {}, np.random.default_rng(0)
+        for name, seconds in (("30s", 30.0), ("hour", 3600.0), ("long", a.hours * 3600)):
+            x, truth = random_timeline(clips, seconds, rng)
+            files[name] = (os.path.join(tmp, name, f"{name}.wav"), truth)
+            storage.write_bytes(files[name][0], wav_bytes(x))
+            del x
+        print(f"timelines of random 3-30 s pieces of the {len(tests)} test clips in {tmp}", flush=True)
+        job = lambda name, f, *more: label(name, ["--input", f, "--model", a.model,  # noqa: E731
+                                                  "--output", os.path.join(tmp, "o-" + re.sub(r"\W+", "-", name)),
+                                                  *more, *extra])
+        rows = [job("one 30 s timeline (warm-up and start-up cost)", files["30s"][0])]
         if not a.skip_data:
-            s, tree, single, _ = run_job(["--input", data, "--model", a.model, "--output", os.path.join(tmp, "o-data"), *extra])
-            rows.append(("music_speech (128 x 30 s)", s, tree, single))
-            print(rows[-1], flush=True)
-        s, tree, single, _ = run_job(["--input", tests[0], "--model", a.model, "--output", os.path.join(tmp, "o-30s"), *extra])
-        rows.append(("one 30 s clip", s, tree, single))
-        print(rows[-1], flush=True)
-        out_h = os.path.join(tmp, "o-hour")
-        s, tree, single, _ = run_job(["--input", hour, "--model", a.model, "--output", out_h,
-                                      "--plot", os.path.join(tmp, "hour.png"), *extra])
-        rows.append(("1-hour file, fully conv (30 s windows, ~1 s local pooling)", s, tree, single))
-        print(rows[-1], flush=True)
-        segs = storage.read_table(os.path.join(out_h, "segments.parquet")).to_pylist()
-        evals = [("fully conv, ~1 s", s["rtf"], grid_eval([(r["start"], r["end"], r["label"]) for r in segs], truth, ["music", "speech"]))]
+            rows.append(job("music_speech (128 x 30 s clips)", data))
+        rows.append(job("1-hour timeline", files["hour"][0]))
+        rows.append(job(f"{a.hours:g}-hour timeline", files["long"][0]))
+        segs = storage.read_table(os.path.join(tmp, "o-1-hour-timeline", "segments.parquet")).to_pylist()
+        evals = {"default (30 s windows, ~1 s pooling)": {
+            "realtime": rows[-2]["realtime"],
+            **grid_eval([(r["start"], r["end"], r["label"]) for r in segs], files["hour"][1])}}
         if not a.skip_compare:
-            out_o = os.path.join(tmp, "o-overlap")
-            so, tree_o, single_o, _ = run_job(["--input", hour, "--model", a.model, "--output", out_o,
-                                               "--window-seconds", str(a.overlap_window), "--hop-seconds", str(a.overlap_hop),
-                                               "--resolution-seconds", "0", *extra])
-            rows.append((f"1-hour file, overlapping {a.overlap_window:g} s windows every {a.overlap_hop:g} s", so, tree_o, single_o))
-            print(rows[-1], flush=True)
-            segs_o = storage.read_table(os.path.join(out_o, "segments.parquet")).to_pylist()
-            evals.append((f"overlap {a.overlap_window:g}/{a.overlap_hop:g} s", so["rtf"],
-                          grid_eval([(r["start"], r["end"], r["label"]) for r in segs_o], truth, ["music", "speech"])))
-
-        print("\n| run | files | audio h | wall s | realtime x | peak RSS tree MiB | peak RSS largest proc MiB |")
-        print("|---|---|---|---|---|---|---|")
-        for name, s, tree, single in rows:
-            print(f"| {name} | {s['files']} | {s['hours']:.3f} | {s['wall']:.1f} | {s['rtf']:.1f} | {tree / 2**20:.0f} | {single / 2**20:.0f} |")
-        print("\n| segmenter (hour, 10 ms grid) | realtime x | music P/R/F1 | speech P/R/F1 | accuracy |")
-        print("|---|---|---|---|---|")
-        for name, rtf, ev in evals:
-            f = lambda k: "/".join(f"{v:.3f}" for v in ev[k])  # noqa: E731
-            print(f"| {name} | {rtf:.1f} | {f('music')} | {f('speech')} | {ev['accuracy']:.3f} |")
-        shutil.copy(os.path.join(tmp, "hour.png"), os.path.join(tempfile.gettempdir(), "label-bench-hour.png"))
-        print(f"\ntimeline plot of the hour: {os.path.join(tempfile.gettempdir(), 'label-bench-hour.png')}")
+            name = f"overlapping {a.overlap_window:g} s windows every {a.overlap_hop:g} s"
+            rows.append(job(f"1-hour timeline, {name}", files["hour"][0], "--window-seconds", str(a.overlap_window),
+                            "--hop-seconds", str(a.overlap_hop), "--resolution-seconds", "0"))
+            out = os.path.join(tmp, "o-" + re.sub(r"\W+", "-", rows[-1]["run"]))
+            segs = storage.read_table(os.path.join(out, "segments.parquet")).to_pylist()
+            evals[name] = {"realtime": rows[-1]["realtime"],
+                           **grid_eval([(r["start"], r["end"], r["label"]) for r in segs], files["hour"][1])}
+        base = rows[0]
+        ratios = {r["run"]: {"tree": r["peak_tree_mib"] / base["peak_tree_mib"],
+                             "largest": r["peak_largest_mib"] / base["peak_largest_mib"]} for r in rows[1:]}
+        path = write_results("label", {"model": a.model, "runs": rows, "segments_hour": evals,
+                                       "memory_vs_30s": ratios})
+        print("\n| run | files | audio h | realtime x (job) | realtime x (with start-up) | peak RSS tree MiB | "
+              "largest process MiB |\n|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['run']} | {r['files']} | {r['audio_hours']:.3f} | {r['realtime']:.1f} | "
+                  f"{r['realtime_with_startup']:.1f} | {r['peak_tree_mib']:.0f} | {r['peak_largest_mib']:.0f} |")
+        print("\n| segmenter (hour, 10 ms grid) | realtime x | music P/R/F1 | speech P/R/F1 |\n|---|---|---|---|")
+        for name, ev in evals.items():
+            f = lambda k: "/".join(f"{ev[k][m]:.3f}" for m in ("precision", "recall", "f1"))  # noqa: E731
+            print(f"| {name} | {ev['realtime']:.1f} | {f('music')} | {f('speech')} |")
+        print(f"\nfigures in {path}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
