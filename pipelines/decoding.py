@@ -172,7 +172,7 @@ def open_source(fobj, name: str) -> _Opened:
     try:
         return _Opened(_SndfileSource(sf.SoundFile(fobj)))
     except Exception as e:
-        sf_error = f"libsndfile: {type(e).__name__}: {e}"
+        sf_error = f"libsndfile: {getattr(e, 'error_string', None) or f'{type(e).__name__}: {e}'}"
     import av
 
     fobj.seek(0)
