@@ -140,6 +140,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                    "labels/splits come from .../<split>/<music|speech>/file paths. "
                                    "Default: generate a demo set into <output>/../demo_audio")
     p.add_argument("--manifest", help="CSV of path,label[,split] to use instead of --input")
+    p.add_argument("--extensions", type=storage.parse_extensions, default=storage.EXTENSIONS_ARG,
+                   help=storage.EXTENSIONS_HELP)
     p.add_argument("--output", default="demo_out/features", help="output folder or s3:// prefix")
     p.add_argument("--window-seconds", type=float, default=30.0, help="window length (the seed's clip is 30 s)")
     p.add_argument("--n-mels", type=int, default=128)
@@ -166,7 +168,7 @@ def list_inputs(a, s3: S3Options) -> list[dict]:
     if a.manifest:
         return storage.read_manifest(a.manifest, s3)
     items = []
-    for uri in storage.list_audio(a.input, s3):
+    for uri in storage.list_audio(a.input, s3, a.extensions):
         label, split = storage.label_and_split(uri)
         items.append({"uri": uri, "label": label, "split": split})
     return items

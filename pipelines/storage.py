@@ -25,6 +25,10 @@ from pipelines import decoding
 from pipelines.decoding import AudioInfo, DecodeError, resample  # noqa: F401  (part of storage's API)
 
 AUDIO_EXTENSIONS = decoding.EXTENSIONS      # what the listers take unless told (--extensions)
+EXTENSIONS_ARG = ",".join(e.lstrip(".") for e in AUDIO_EXTENSIONS)          # the jobs' --extensions default
+EXTENSIONS_HELP = ("comma-separated file extensions listed under --input: 'mp4,wav' takes only those, '+ts,mts' "
+                   "adds these to the default; any case. libsndfile decodes what it reads, FFmpeg the rest "
+                   "(of a video, its first audio track)")
 LABELS = ("music", "speech")
 SPLITS = ("train", "test", "val")
 
