@@ -4,7 +4,11 @@ WebM, AVI, MOV; M4A/AAC, WMA, AMR, ...). PyAV's wheels bundle FFmpeg's libraries
 
 Either library becomes a *source* that hands out mono float32 frames at the file's own rate, in order;
 one block resampler turns any source into blocks at the target rate, and whole-file decoding is the
-same source read to its end. Nothing here opens a path: storage.py opens local or s3:// files and
+same source read to its end. Codec delay, measured with PyAV 18.1 on files PyAV made (lag of the decoded
+signal against its source): 0 for AAC in MP4/M4A/MOV/MKV (edit lists, Matroska's codec delay) and Opus
+(pre-skip); +1024 source frames for raw ADTS .aac (no container to state the priming), +~25 ms for MP3 in
+AVI, -1024 frames (starts early) for WMA. AAC's padding to whole 1024-frame packets stays at the end.
+Nothing here opens a path: storage.py opens local or s3:// files and
 passes file objects (which is also why both libraries read S3 without a download).
 """
 
