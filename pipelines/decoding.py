@@ -188,7 +188,11 @@ def open_source(fobj, name: str) -> _Opened:
         kinds = ", ".join(f"{s.type} {getattr(s.codec_context, 'name', '?')}" for s in container.streams) or "no streams"
         container.close()
         raise DecodeError(f"{name}: no audio stream ({container.format.name} holding {kinds})")
-    return _Opened(_AvSource(container, name))
+    try:
+        return _Opened(_AvSource(container, name))
+    except Exception as e:
+        container.close()
+        raise DecodeError(f"{name}: unusable audio stream ({type(e).__name__}: {e})") from e
 
 
 # ------------------------------------------------------------------------------------------------
