@@ -148,13 +148,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Featurize audio into Parquet shards of uint8 magma indices (one row per window) on Ray.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--input", action="append", default=[],
-                   help="folder or s3:// prefix of audio (WAV/FLAC/OGG/MP3), searched recursively; "
-                        "labels/splits come from .../<split>/<music|speech|noise>/file paths; the folder's name "
-                        "is the files' source. Repeat to merge several inputs. "
+                   help="folder or s3:// prefix of audio or video (any format libsndfile or FFmpeg reads, see "
+                        "--extensions), searched recursively; labels/splits come from "
+                        ".../<split>/<music|speech|noise>/file paths; the folder's name is the files' source. "
+                        "Repeat to merge several inputs. "
                         "Default (no --input, no --manifest): generate a demo set into <output>/../demo_audio")
     p.add_argument("--manifest", action="append", default=[],
                    help="CSV with a header naming path,label[,split][,source] columns (or headerless "
                         "path,label[,split]); repeatable, and combinable with --input")
+    p.add_argument("--extensions", type=storage.parse_extensions, default=storage.EXTENSIONS_ARG,
+                   help=storage.EXTENSIONS_HELP)
     p.add_argument("--augment", type=int, default=0, metavar="N",
                    help="N augmented copies of every labeled file outside the test split, each under one "
                         "archive condition drawn per file: band limit (8/11/16 kHz), telephone, noise from the "
@@ -202,12 +205,12 @@ def main(argv=None) -> int:
             a.input = [os.path.normpath(demo) if not storage.is_s3(out) else demo]
             write_demo(a.input[0], per_class=8, seconds=30.0, s3=s3)
             print(f"featurize: no --input given: generated a demo set in {a.input[0]}")
-        items = list_items(a.input, a.manifest, s3)
+        items = list_items(a.input, a.manifest, s3, a.extensions)
     except (storage.StorageError, ValueError) as e:
         print(f"featurize: error: {e}", file=sys.stderr)
         return 2
     if not items:
-        print(f"featurize: error: no audio files (.wav .flac .ogg .mp3) found in {', '.join(a.input + a.manifest)}",
+        print(f"featurize: error: no audio files (of --extensions {','.join(a.extensions)}) found in {', '.join(a.input + a.manifest)}",
               file=sys.stderr)
         return 2
     banks = mixing_banks(items)

@@ -21,7 +21,8 @@ def default_source(uri: str) -> str:
     return os.path.splitext(name)[0] if name.lower().endswith(".csv") else name
 
 
-def list_items(inputs: list[str], manifests: list[str], s3: S3Options | None = None) -> list[dict]:
+def list_items(inputs: list[str], manifests: list[str], s3: S3Options | None = None,
+               extensions=None) -> list[dict]:
     """All files of all inputs, in the order given; a file listed twice keeps its first entry."""
     items, seen = [], set()
 
@@ -35,7 +36,7 @@ def list_items(inputs: list[str], manifests: list[str], s3: S3Options | None = N
             add({**r, "source": r.get("source") or default_source(m)})
     for inp in inputs:
         src = default_source(inp)
-        for uri in storage.list_audio(inp, s3):
+        for uri in storage.list_audio(inp, s3, extensions):
             label, split = storage.label_and_split(uri)
             add({"uri": uri, "label": label, "split": split, "source": src})
     return items

@@ -331,6 +331,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--input", help="audio file, folder or s3:// prefix (WAV/FLAC/OGG/MP3, searched recursively)")
     p.add_argument("--list", help="CSV/text file of audio URIs (first column; relative paths are relative to it) "
                                   "instead of --input")
+    p.add_argument("--extensions", type=storage.parse_extensions, default=storage.EXTENSIONS_ARG,
+                   help=storage.EXTENSIONS_HELP)
     p.add_argument("--model", required=True, help="checkpoint (model.pt from the train job), local path or s3://")
     p.add_argument("--output", required=True, help="output folder or s3:// prefix")
     p.add_argument("--window-seconds", type=float, help="analysis window (default: the checkpoint's window)")
@@ -407,12 +409,12 @@ def main(argv=None) -> int:
         cfg = dataclasses.replace(base_cfg, window_seconds=a.window_seconds or base_cfg.window_seconds)
         hop = a.hop_seconds or cfg.window_seconds
         storage.check_output(out, s3)
-        uris = [r["uri"] for r in storage.read_manifest(a.list, s3)] if a.list else storage.list_audio(a.input, s3)
+        uris = [r["uri"] for r in storage.read_manifest(a.list, s3)] if a.list else storage.list_audio(a.input, s3, a.extensions)
     except (storage.StorageError, ValueError) as e:
         _err(str(e))
         return 2
     if not uris:
-        _err(f"no audio files (.wav .flac .ogg .mp3) found in {a.input or a.list}")
+        _err(f"no audio files (of --extensions {','.join(a.extensions)}) found in {a.input or a.list}")
         return 2
     settings = {"model": a.model, "model_sha256": hashlib.sha256(ckpt_bytes).hexdigest(), "classes": classes,
                 "feature_config": cfg.to_dict(), "hop_seconds": hop, "resolution_seconds": a.resolution_seconds,

@@ -1,5 +1,6 @@
 """All storage and decoding of the project: one fsspec layer so that local paths and s3:// URIs share
-code, plus the one audio decoder (soundfile) with resampling and down-mixing.
+code, plus the entry points of the audio decoder (pipelines/decoding.py: libsndfile, else FFmpeg via PyAV;
+resampling and down-mixing), which reads the files it is handed as it decodes them.
 
 S3 settings come from the usual AWS environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_SESSION_TOKEN, AWS_REGION/AWS_DEFAULT_REGION, AWS_ENDPOINT_URL) or an explicit endpoint_url, which
@@ -10,10 +11,8 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import posixpath
-import struct
 from dataclasses import dataclass
 
 import fsspec
@@ -22,13 +21,16 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+from pipelines import decoding
+from pipelines.decoding import AudioInfo, DecodeError, resample  # noqa: F401  (part of storage's API)
+
+AUDIO_EXTENSIONS = decoding.EXTENSIONS      # what the listers take unless told (--extensions)
+EXTENSIONS_ARG = ",".join(e.lstrip(".") for e in AUDIO_EXTENSIONS)          # the jobs' --extensions default
+EXTENSIONS_HELP = ("comma-separated file extensions listed under --input: 'mp4,wav' takes only those, '+ts,mts' "
+                   "adds these to the default; any case. libsndfile decodes what it reads, FFmpeg the rest "
+                   "(of a video, its first audio track)")
 LABELS = ("music", "speech", "noise")   # what folder names and manifests may say
 SPLITS = ("train", "test", "val")
-
-
-class DecodeError(Exception):
-    """A file that is not decodable audio; the message names the file."""
 
 
 class StorageError(Exception):
@@ -181,15 +183,28 @@ def label_and_split(uri: str) -> tuple[str | None, str | None]:
     return label, split
 
 
-def list_audio(uri: str, s3: S3Options | None = None) -> list[str]:
-    """All audio files below a folder/prefix (recursively), or [uri] for a single file; sorted URIs."""
+def parse_extensions(text: str) -> tuple[str, ...]:
+    """`--extensions`: "mp4,wav" takes only those; "+ts,mts" adds them to the known ones
+    (AUDIO_EXTENSIONS). Case and leading dots do not matter."""
+    extra = text.strip().startswith("+")
+    exts = tuple(dict.fromkeys("." + e.strip().lstrip("+").lstrip(".").lower()
+                               for e in text.split(",") if e.strip().lstrip("+").lstrip(".")))
+    if not exts:
+        raise ValueError(f"no file extension in {text!r}")
+    return tuple(dict.fromkeys(AUDIO_EXTENSIONS + exts)) if extra else exts
+
+
+def list_audio(uri: str, s3: S3Options | None = None, extensions: tuple[str, ...] | None = None) -> list[str]:
+    """All files below a folder/prefix (recursively) whose extension is one of `extensions` (default:
+    AUDIO_EXTENSIONS, any case), or [uri] for a single file whatever its name; sorted URIs."""
     check_input(uri, s3)
     fs = get_fs(uri, s3)
     path = strip_scheme(uri)
+    exts = tuple(e.lower() for e in (extensions or AUDIO_EXTENSIONS))
     if fs.isfile(path):
         files = [path]
     else:
-        files = [p for p in fs.find(path) if p.lower().endswith(AUDIO_EXTENSIONS)]
+        files = [p for p in fs.find(path) if p.lower().endswith(exts)]
     if is_s3(uri):
         return sorted("s3://" + p for p in files)
     return sorted(os.path.abspath(p) for p in files)
@@ -229,139 +244,38 @@ def read_manifest(uri: str, s3: S3Options | None = None) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------
-# decoding
+# decoding (pipelines/decoding.py decodes file objects; here they are opened, local or s3://)
 
-def _check_wav_truncation(data: bytes, name: str) -> None:
-    """libsndfile silently reads what is there of a WAV cut short; compare with the header instead."""
-    if len(data) < 12 or data[:4] not in (b"RIFF", b"RF64") or data[8:12] != b"WAVE":
-        return
-    pos = 12
-    while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
-        if cid == b"data":
-            have = len(data) - pos - 8
-            if size < 0xFFFFFF00 and size > have:  # 0xFFFFFFFF / RF64: size lives elsewhere
-                raise DecodeError(f"{name}: truncated WAV: header declares {size} bytes of audio, file holds {have}")
-            return
-        pos += 8 + size + (size & 1)
-
-
-def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """(..., T) float32 -> (..., T') at target_sr (torchaudio's windowed-sinc resampler)."""
-    if orig_sr == target_sr:
-        return x
-    import torch
-    import torchaudio
-
-    return torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(x)), orig_sr, target_sr).numpy()
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    sample_rate: int       # the file's own rate
-    channels: int
-    frames: int            # at the file's own rate
-
-    @property
-    def duration(self) -> float:
-        return self.frames / self.sample_rate if self.sample_rate else 0.0
+def _open_audio(uri: str, s3: S3Options | None):
+    try:
+        return get_fs(uri, s3).open(strip_scheme(uri), "rb")
+    except FileNotFoundError as e:
+        raise DecodeError(f"{uri}: no such file") from e
+    except Exception as e:
+        raise DecodeError(f"{uri}: unreadable ({type(e).__name__}: {e})") from e
 
 
 def decode_bytes(data: bytes, name: str, target_sr: int = 22050) -> tuple[np.ndarray, AudioInfo]:
-    """Encoded audio (WAV/FLAC/OGG/MP3, any rate, any channels) -> (mono float32 (T,) at target_sr, info).
-    Raises DecodeError naming `name` for empty, truncated, non-audio or unreadable input."""
-    import soundfile as sf
-
-    if len(data) == 0:
-        raise DecodeError(f"{name}: empty file (0 bytes)")
-    _check_wav_truncation(data, name)
-    try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            info = AudioInfo(f.samplerate, f.channels, f.frames)
-            x = f.read(dtype="float32", always_2d=True)          # (T, channels)
-    except Exception as e:
-        raise DecodeError(f"{name}: not decodable audio ({type(e).__name__}: {e})") from e
-    if x.shape[0] == 0:
-        raise DecodeError(f"{name}: holds no audio samples")
-    if not np.isfinite(x).all():
-        raise DecodeError(f"{name}: audio holds NaN or infinite samples")
-    info = AudioInfo(info.sample_rate, info.channels, x.shape[0])
-    mono = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]         # down-mix (T,)
-    return resample(mono, info.sample_rate, target_sr).astype(np.float32, copy=False), info
+    """Encoded audio or media in memory -> (mono float32 (T,) at target_sr, info); DecodeError names `name`."""
+    return decoding.decode_stream(io.BytesIO(data), name, target_sr)
 
 
 def decode(uri: str, target_sr: int = 22050, s3: S3Options | None = None) -> tuple[np.ndarray, AudioInfo]:
-    """The one decoding function: a local path or s3:// URI -> (mono float32 (T,) at target_sr, info)."""
-    try:
-        data = read_bytes(uri, s3)
-    except FileNotFoundError as e:
-        raise DecodeError(f"{uri}: no such file") from e
-    except Exception as e:
-        raise DecodeError(f"{uri}: unreadable ({type(e).__name__}: {e})") from e
-    return decode_bytes(data, uri, target_sr)
+    """The one whole-file decoding function: a local path or s3:// URI of audio or video (its first audio
+    track) -> (mono float32 (T,) at target_sr, info). The file is read as it decodes (a video's frames are
+    never decoded, nor the file loaded whole); only the decoded mono audio is held. Raises DecodeError
+    naming the file for missing, empty, truncated, non-audio or audio-less input."""
+    with _open_audio(uri, s3) as f:
+        return decoding.decode_stream(f, uri, target_sr)
 
 
 def iter_decoded_blocks(uri: str, block_seconds: float, target_sr: int = 22050, s3: S3Options | None = None):
-    """Stream a file of any length: yield (start_seconds, mono float32 block at target_sr, info) for
-    consecutive blocks of block_seconds (the last one shorter), never holding the whole file decoded.
-    Each block is resampled with a little context on both sides, so block edges carry no artefacts."""
-    import soundfile as sf
-
-    fs = get_fs(uri, s3)
-    try:
-        fobj = fs.open(strip_scheme(uri), "rb")
-    except FileNotFoundError as e:
-        raise DecodeError(f"{uri}: no such file") from e
-    except Exception as e:
-        raise DecodeError(f"{uri}: unreadable ({type(e).__name__}: {e})") from e
-    with fobj:
-        head = fobj.read(1 << 16)
-        if len(head) == 0:
-            raise DecodeError(f"{uri}: empty file (0 bytes)")
-        size = fs.size(strip_scheme(uri))
-        if head[:4] in (b"RIFF", b"RF64") and size <= len(head):
-            _check_wav_truncation(head, uri)
-        fobj.seek(0)
-        try:
-            f = sf.SoundFile(fobj)
-        except Exception as e:
-            raise DecodeError(f"{uri}: not decodable audio ({type(e).__name__}: {e})") from e
-        with f:
-            sr, ch = f.samplerate, f.channels
-            info = AudioInfo(sr, ch, f.frames)
-            # Block starts and context stay on the resampler's grid (multiples of sr / gcd(sr, target_sr))
-            # so every block's output samples fall exactly where the whole file's would.
-            step = sr // math.gcd(sr, target_sr)
-            block = max(1, int(round(block_seconds * sr / step))) * step
-            ctx = 0 if sr == target_sr else -(-max(64, sr // 20) // step) * step  # >= 50 ms of context
-            start = 0                                              # in source frames
-            while True:
-                a = max(0, start - ctx)
-                try:
-                    f.seek(a)
-                    x = f.read(block + ctx + (start - a), dtype="float32", always_2d=True)
-                except Exception as e:
-                    raise DecodeError(f"{uri}: decoding failed at {start / sr:.1f} s ({type(e).__name__}: {e})") from e
-                n = min(block, x.shape[0] - (start - a))           # new frames in this block
-                if n <= 0:
-                    break
-                mono = x.mean(axis=1) if ch > 1 else x[:, 0]
-                if ctx:
-                    y = resample(mono, sr, target_sr)
-                    lead = int(round((start - a) * target_sr / sr))
-                    # ceil, as the resampler does for the whole file: the blocks add up to it exactly
-                    keep = -(-(start + n) * target_sr // sr) - start * target_sr // sr
-                    y = y[lead:lead + keep]
-                else:
-                    y = mono[start - a:start - a + n]
-                if not np.isfinite(y).all():
-                    raise DecodeError(f"{uri}: audio holds NaN or infinite samples")
-                yield start / sr, np.ascontiguousarray(y, dtype=np.float32), info
-                start += n
-                if n < block:
-                    break
-            if start == 0:
-                raise DecodeError(f"{uri}: holds no audio samples")
+    """Stream a file of any length and format: yield (start_seconds, mono float32 block at target_sr, info)
+    for consecutive blocks of block_seconds (the last one shorter), never holding the whole file decoded.
+    Blocks concatenate to decode()'s samples (up to the resampler's float rounding). For files that FFmpeg
+    decodes, info.frames is estimated from the stated duration (decode() gives the exact count)."""
+    with _open_audio(uri, s3) as f:
+        yield from decoding.iter_blocks(f, uri, block_seconds, target_sr)
 
 
 # ------------------------------------------------------------------------------------------------
