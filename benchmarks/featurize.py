@@ -89,8 +89,8 @@ def main():
                              *(["--files-per-task", str(a.files_per_task)] if a.files_per_task else [])])
         assert rc == 0, f"featurize failed with exit code {rc}"
         summary = json.load(open(os.path.join(out, "_SUCCESS.json")))
-        job_cps = summary["windows"] / summary["wall_seconds"]
-        job_aps = summary["audio_hours"] * 3600 / summary["wall_seconds"]
+        job_cps = summary["windows"] / summary["this_run"]["wall_seconds"]
+        job_aps = summary["audio_hours"] * 3600 / summary["this_run"]["wall_seconds"]
         our_bytes = du(os.path.join(out, "shards")) / summary["windows"]
         import ray
 
@@ -115,7 +115,7 @@ def main():
 
     print(f"\ndata {data}: {len(paths)} clips x {a.repeat} = {summary['windows']} windows of 30 s, {cores} cores")
     print(f"  ray job   : {job_cps:8.2f} clips/s  {job_aps:8.1f} audio-s/s  {our_bytes:12,.0f} bytes/clip "
-          f"(zstd Parquet, {summary['wall_seconds']:.1f} s from Ray up to last shard)")
+          f"(zstd Parquet, {summary['this_run']['wall_seconds']:.1f} s from Ray up to last shard)")
     print(f"  pure      : {pure_cps:8.2f} clips/s  (decode + featurize, 1 process, {cores} threads)")
     print(f"  naive     : {naive_cps:8.2f} clips/s  {naive_bytes:12,.0f} bytes/clip ({len(nsub)} clips, librosa + "
           f"matplotlib + np.save of the dense float32 tensor)")

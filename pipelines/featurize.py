@@ -142,6 +142,31 @@ def featurize_files(batch: pa.Table, cfg_dict: dict, aug_dict: dict, banks: dict
 
 
 # ------------------------------------------------------------------------------------------------
+# the output across runs (a --resume adds a run)
+
+def clear_unfinished(out: str, keep_runs: list[str], s3: S3Options | None) -> None:
+    """Remove shard folders of runs that never finished (not in _SUCCESS.json) and per-run error parts
+    (a finished run's errors are in errors.parquet)."""
+    shards_dir = storage.join(out, "shards")
+    if storage.exists(shards_dir, s3):
+        for d in storage.get_fs(shards_dir, s3).ls(storage.strip_scheme(shards_dir), detail=False):
+            if d.rstrip("/").rsplit("/", 1)[-1] not in keep_runs:
+                storage.remove(("s3://" + d) if storage.is_s3(out) else d, s3)
+    storage.remove(storage.join(out, "errors"), s3)
+
+
+def totals(out: str, runs: list[str], s3: S3Options | None) -> dict:
+    """files, windows and audio hours (of the files as they are) over all the finished runs."""
+    t = [storage.read_table(storage.join(out, "shards", r), s3, ["uri", "window_duration", "augment"]) for r in runs]
+    t = pa.concat_tables([x for x in t if x.num_rows]) if any(x.num_rows for x in t) else None
+    if t is None:
+        return {"files": 0, "windows": 0, "audio_hours": 0.0}
+    clean = t.filter(pc.equal(t.column("augment"), ""))
+    return {"files": len(set(t.column("uri").to_pylist())), "windows": t.num_rows,
+            "audio_hours": float(pc.sum(clean.column("window_duration")).as_py() or 0.0) / 3600}
+
+
+# ------------------------------------------------------------------------------------------------
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -228,6 +253,7 @@ def main(argv=None) -> int:
                       f"augment {done.get('augment')}", file=sys.stderr)
                 return 2
             previous_runs = list(done["runs"])
+            clear_unfinished(out, previous_runs, s3)      # shards of a --resume that died: never listed, never read
             have = set(read_rows(out, s3, ["uri"]).column("uri").to_pylist())
             items = [it for it in items if it["uri"] not in have]
             print(f"featurize: --resume: {len(have)} files already featurized, {len(items)} to go")
@@ -236,8 +262,7 @@ def main(argv=None) -> int:
                   "pass --resume to add new files or --overwrite to replace it", file=sys.stderr)
             return 2
     else:  # leftovers of a run that died: never marked finished, so not output; clear them
-        storage.remove(storage.join(out, "shards"), s3)
-        storage.remove(storage.join(out, "errors"), s3)
+        clear_unfinished(out, [], s3)
     items = items * max(1, a.repeat)
 
     import ray
@@ -287,12 +312,10 @@ def main(argv=None) -> int:
               f"{storage.join(out, 'errors.parquet')})", file=sys.stderr)
         return 1
     runs = previous_runs + ([run] if n_windows else [])
+    this_run = {"files": n_files, "windows": n_windows, "audio_hours": seconds / 3600, "wall_seconds": wall,
+                "clips_per_second": n_windows / wall if wall else 0.0}
     summary = {"runs": runs, "feature_config": cfg.to_dict(), "augment": a.augment_config.to_dict(),
-               "files": n_files, "windows": n_windows,
-               "audio_hours": seconds / 3600, "errors": n_errors, "wall_seconds": wall,
-               "clips_per_second": n_windows / wall if wall else 0.0, "schema": FEATURE_SCHEMA.names}
-    if previous_runs:
-        summary["files"] += storage.read_json(marker_uri(out), s3).get("files", 0)
+               **totals(out, runs, s3), "errors": n_errors, "this_run": this_run, "schema": FEATURE_SCHEMA.names}
     storage.write_json(storage.join(out, "feature_config.json"), cfg.to_dict(), s3)
     storage.write_json(marker_uri(out), summary, s3)
     print(f"featurize: done: {n_files} files, {n_windows} windows, {seconds / 3600:.3f} h of audio, "

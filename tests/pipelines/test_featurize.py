@@ -108,11 +108,21 @@ def test_local_folder_to_parquet(ray_local, tmp_path):
     after = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "features").rglob("*"))
     assert before == after
 
-    # --resume featurizes only the new file; --overwrite replaces
+    # --resume featurizes only the new file; --overwrite replaces. A --resume that died before left a shard
+    # folder no _SUCCESS.json lists: never read, and cleared by the next run
+    orphan = os.path.join(out, "shards", "19700101-000000-dead00")
+    os.makedirs(orphan)
+    import shutil
+    shutil.copy(next(p for p in (tmp_path / "features" / "shards").rglob("*.parquet")), orphan)
     sf.write(os.path.join(audio, "train/music/new.wav"), make_clip("music", 4.0, 99), 22050)
     assert run_job("--input", audio, "--output", out, "--resume") == 0
     rows2 = job.read_rows(out, columns=["uri"]).column("uri").to_pylist()
     assert len(rows2) == rows.num_rows + 1 and rows2.count(os.path.join(audio, "train/music/new.wav")) == 1
+    assert not os.path.exists(orphan)
+    marker = json.load(open(os.path.join(out, "_SUCCESS.json")))          # totals over both runs
+    assert marker["windows"] == len(rows2) and marker["files"] == len(good) + 1
+    assert marker["this_run"]["files"] == 1 and marker["audio_hours"] == pytest.approx(
+        (sum(r["window_duration"] for r in rows.to_pylist()) + 4.0) / 3600)
     assert {e["uri"] for e in pq.read_table(os.path.join(out, "errors.parquet")).to_pylist()} == bad
     assert run_job("--input", audio, "--output", out, "--overwrite") == 0
     assert job.read_rows(out, columns=["uri"]).num_rows == rows.num_rows + 1
