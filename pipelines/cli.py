@@ -8,7 +8,6 @@ so each subcommand has exactly the job's options and --help. The job is imported
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 JOBS = {
@@ -38,7 +37,7 @@ def main(argv=None) -> int:
         sys.stderr.write(usage() + f"music-speech: error: unknown subcommand {job!r} (choose from {', '.join(JOBS)})\n")
         return 2
     module = importlib.import_module(f"pipelines.{job}")
-    prog, sys.argv[0] = sys.argv[0], f"{os.path.basename(sys.argv[0] or 'music-speech')} {job}"  # argparse's prog
+    prog, sys.argv[0] = sys.argv[0], f"music-speech {job}"  # argparse's prog in the job's usage and errors
     try:
         return module.main(argv[1:]) or 0
     finally:

@@ -15,10 +15,11 @@ import threading
 import time
 
 # For every process of the job, on every node: ray.init's runtime_env reaches all of them (merged with the
-# runtime_env of `ray job submit`). Ray Data logs WARNING and up (its INFO lines are the execution plans and
-# "execution finished" of each dataset, printed by every worker that iterates one); Ray Train leaves
-# print() alone (it copied each line into its logger, which printed it a second time).
-QUIET_WORKER_ENV = {"RAY_DATA_LOG_LEVEL": "WARNING", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+# runtime_env of `ray job submit`). Ray Data logs errors only (its INFO lines are the execution plans and
+# "execution finished" of each dataset, printed by every worker that iterates one, and each worker warned
+# once that progress bars are off); Ray Train leaves print() alone (it copied each line into its logger,
+# which printed it a second time).
+QUIET_WORKER_ENV = {"RAY_DATA_LOG_LEVEL": "ERROR", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 
 
 def add_verbose(p) -> None:
@@ -30,10 +31,17 @@ def init_ray(address: str, verbose: bool = False) -> None:
     """ray.init for a job: with verbose=False Ray's INFO lines stay in its log files (/tmp/ray/session_*/logs)."""
     import ray
 
+    env, kw = ({} if verbose else dict(QUIET_WORKER_ENV)), {}
+    if address == "local":
+        # Ray Train's placement-group cleaner finds "the" cluster through the State API by scanning this
+        # machine; with a second Ray on it (tests, another job) it died with "Found multiple active Ray
+        # instances" (a 25-line traceback, and no cleanup): point it at this cluster's dashboard.
+        kw["dashboard_port"] = _free_port()
+        env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{kw['dashboard_port']}"
     if verbose:
-        ray.init(address=address)
+        ray.init(address=address, runtime_env={"env_vars": env}, **kw)
         return
-    ray.init(address=address, logging_level=logging.WARNING, runtime_env={"env_vars": dict(QUIET_WORKER_ENV)})
+    ray.init(address=address, logging_level=logging.WARNING, runtime_env={"env_vars": env}, **kw)
     import ray.data  # noqa: F401  (configures the ray.data logger, whose console handler is lowered here)
 
     for h in logging.getLogger("ray.data").handlers:
@@ -41,12 +49,23 @@ def init_ray(address: str, verbose: bool = False) -> None:
             h.setLevel(logging.WARNING)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def quiet(ds, verbose: bool = False):
     """No progress bars or execution plans for this dataset (and those made from it), set on its own context."""
     if not verbose:
+        from ray.util import log_once
+
         ds.context.enable_progress_bars = False
         ds.context.enable_operator_progress_bars = False
         ds.context.print_on_execution_start = False
+        log_once("ray_data_progress_manager_disabled")  # Ray Data's one warning that they are off: we know
     return ds
 
 
