@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import math
 import os
 import sys
@@ -195,6 +196,8 @@ def train_loop(c: dict) -> dict:
     import ray.train
     import ray.train.torch
 
+    if not c["verbose"]:  # Ray Train logs "Reporting training result" per rank and epoch through the root logger
+        logging.getLogger().setLevel(logging.WARNING)   # (its logger is named after a file path), at INFO
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -503,7 +506,7 @@ def run_one(a, s3: S3Options, shard_dirs: list[str], fcfg: FeatureConfig, roles:
          "crop_frames": crop_frames, "eval_crop_frames": eval_crop_frames, "eval_batch_size": a.eval_batch_size,
          "time_masks": a.time_masks, "time_mask_fraction": a.time_mask_fraction, "freq_masks": a.freq_masks,
          "freq_mask_mels": a.freq_mask_mels, "bn_momentum": a.bn_momentum, "class_weights": class_weights, "n_bins": fcfg.n_bins,
-         "fail_at_epoch": a.fail_at_epoch, "fail_marker": a.fail_marker, "public": public}
+         "fail_at_epoch": a.fail_at_epoch, "fail_marker": a.fail_marker, "public": public, "verbose": a.verbose}
     storage.write_json(storage.join(run_uri, "train_config.json"), public, s3)
     split_uri = {r: by_role[r] for r in by_role}
     storage.write_json(storage.join(run_uri, "splits.json"), split_uri, s3)
