@@ -35,7 +35,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
 from model import FeatureConfig, featurize  # noqa: E402
-from pipelines import storage  # noqa: E402
+from pipelines import console, storage  # noqa: E402
 from pipelines.augment import AugmentConfig, augment, rng_for  # noqa: E402
 from pipelines.shards import ERROR_SCHEMA, FEATURE_SCHEMA, finished_shards, marker_uri, read_rows  # noqa: E402,F401
 from pipelines.inputs import list_items, mixing_banks  # noqa: E402
@@ -202,6 +202,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs reserved per featurize task")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    console.add_verbose(p)
     a = p.parse_args(argv)
     if a.overwrite and a.resume:
         p.error("--overwrite and --resume exclude each other")
@@ -269,7 +270,7 @@ def main(argv=None) -> int:
     from ray.data import TaskPoolStrategy
 
     if not ray.is_initialized():  # tests and notebooks may have started Ray already
-        ray.init(address=a.address or os.environ.get("RAY_ADDRESS") or "local")  # "local": never attach to a cluster someone else started here
+        console.init_ray(a.address or os.environ.get("RAY_ADDRESS") or "local", a.verbose)  # "local": never attach to a cluster someone else started here
     t0 = time.time()
     run = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     run_dir, errors_dir = storage.join(out, "shards", run), storage.join(out, "errors", run)
@@ -279,7 +280,7 @@ def main(argv=None) -> int:
 
     if items:
         per_task = a.files_per_task or max(1, min(32, -(-len(items) // (4 * n_cpus))))
-        ds = ray.data.from_items(items, override_num_blocks=-(-len(items) // per_task))
+        ds = console.quiet(ray.data.from_items(items, override_num_blocks=-(-len(items) // per_task)), a.verbose)
         # Ray Data reserves part of the cluster for each operator by default; with one map operator on a
         # small cluster that left one task running at a time (measured: 2 CPUs ran no faster than 1).
         # Set on this dataset's own context (its successors inherit it), not the process-wide one.
@@ -290,7 +291,11 @@ def main(argv=None) -> int:
                             compute=TaskPoolStrategy(), num_cpus=a.num_cpus)  # Ray Data's default scheduling already SPREADs tasks over the nodes
         # no min_rows_per_file: Ray would bundle the (one-row-per-file) input blocks up to it and run
         # everything in one task; shard size is set by the files per task instead
-        ds.write_parquet(storage.arrow_path(run_dir), filesystem=storage.arrow_fs(out, s3), compression="zstd")
+        progress, written = console.Progress("featurize", len(items)), console.WrittenFiles(run_dir, errors_dir, s3)
+        with console.polling(lambda: progress.update(*written.poll()), 1.0 if progress.tty else 10.0):
+            ds.write_parquet(storage.arrow_path(run_dir), filesystem=storage.arrow_fs(out, s3), compression="zstd")
+        progress.update(*written.poll())
+        progress.close()
     wall = time.time() - t0
 
     # Summary from what was written (cheap column reads), then the marker, last.

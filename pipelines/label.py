@@ -54,7 +54,7 @@ import pyarrow.compute as pc  # noqa: E402
 
 from model import FastConv3D, FeatureConfig, featurize  # noqa: E402
 from model.segments import SILENCE, LevelTracker, file_summary, segments, timeline, with_silence  # noqa: E402,F401
-from pipelines import exports  # noqa: E402
+from pipelines import console, exports  # noqa: E402
 from pipelines import storage  # noqa: E402
 from pipelines.report import plot_file  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
@@ -369,6 +369,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                          "and label only the rest (files with errors are retried)")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    console.add_verbose(p)
     a = p.parse_args(argv)
     if a.overwrite and a.resume:
         p.error("--overwrite and --resume exclude each other")
@@ -449,7 +450,7 @@ def main(argv=None) -> int:
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
     if not ray.is_initialized():  # tests and notebooks may have started Ray already
-        ray.init(address=a.address or os.environ.get("RAY_ADDRESS") or "local")
+        console.init_ray(a.address or os.environ.get("RAY_ADDRESS") or "local", a.verbose)
     t0 = time.time()
     res = ray.cluster_resources()
     n_actors = a.actors or (max(1, int(res.get("GPU", 0) // a.num_gpus_per_actor)) if a.num_gpus_per_actor > 0
@@ -463,11 +464,12 @@ def main(argv=None) -> int:
     writer = PartWriter(out, s3, classes)
     n_done = n_err = 0
     seconds = 0.0
-    last_print = time.time()
+    progress = console.Progress("label", len(todo))
     if todo:
         ctx = ray.data.DataContext.get_current()
         ctx.target_max_block_size = 4 * 1024 * 1024  # a few windows per block: hour-long files stream
-        ds = ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=max(1, len(todo)))
+        ds = console.quiet(ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=max(1, len(todo))),
+                           a.verbose)
         ds = ds.map_batches(window_rows, batch_size=1, batch_format="numpy", compute=TaskPoolStrategy(),
                             fn_kwargs={"cfg_dict": cfg.to_dict(), "hop_seconds": hop, "s3": s3,
                                        "silence": (a.silence_db, a.silence_min_seconds)},
@@ -491,11 +493,8 @@ def main(argv=None) -> int:
                 n_done += 1
                 n_err += frow["status"] != "ok"
                 seconds += frow["duration"] if frow["status"] == "ok" else 0.0
-            if time.time() - last_print > 10:
-                el = time.time() - t0
-                print(f"label: {n_done}/{len(todo)} files, {seconds / 3600:.3f} h of audio, {n_err} errors, "
-                      f"{el:.0f} s, {seconds / max(el, 1e-9):.1f}x realtime", flush=True)
-                last_print = time.time()
+            progress.update(n_done, seconds, n_err)
+        progress.close()
     writer.flush()
     wall = time.time() - t0
 

@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # `python pipelines/quickstart.py`: make the repo
     sys.path.insert(0, _ROOT)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))
 
-from pipelines import demo, featurize, train  # noqa: E402
+from pipelines import console, demo, featurize, train  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -34,7 +34,9 @@ def main(argv=None) -> int:
     p.add_argument("--long-seconds", type=float, default=180.0, help="length of the long file to label")
     p.add_argument("--epochs", type=int, default=6, help="training epochs")
     p.add_argument("--num-workers", type=int, default=2, help="training workers (DDP)")
+    console.add_verbose(p)
     a = p.parse_args(argv)
+    verbose = ["--verbose"] if a.verbose else []
 
     t0 = time.time()
     out = os.path.abspath(a.output)
@@ -47,7 +49,7 @@ def main(argv=None) -> int:
                    "--long", str(a.long_seconds)])
 
     if not os.path.exists(featurize.marker_uri(features)):
-        rc = featurize.main(["--input", audio, "--output", features])
+        rc = featurize.main(["--input", audio, "--output", features, *verbose])
         if rc:
             return rc
     else:
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
                      "--epochs", str(a.epochs), "--min-epochs", str(min(a.epochs, 4)),
                      "--num-workers", str(a.num_workers), "--batch-size", "16",
                      # short crops, several per window: enough steps for the small demo set to converge
-                     "--crop-seconds", "2", "--crops-per-window", "8"])
+                     "--crop-seconds", "2", "--crops-per-window", "8", *verbose])
     if rc:
         return rc
     model = os.path.join(out, "runs", name, "model.pt")
@@ -67,7 +69,7 @@ def main(argv=None) -> int:
 
     long_wav = os.path.join(audio, "long", "demo-long.wav")
     timeline = os.path.join(out, f"timeline-{stamp}.png")
-    rc = label.main(["--input", long_wav, "--model", model, "--output", labels, "--plot", timeline, "--csv"])
+    rc = label.main(["--input", long_wav, "--model", model, "--output", labels, "--plot", timeline, "--csv", *verbose])
     if rc:
         return rc
 

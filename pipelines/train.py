@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import math
 import os
 import sys
@@ -74,7 +75,7 @@ import torch  # noqa: E402
 from model import Conv3DNet, FeatureConfig, NetConfig, expand  # noqa: E402
 from model.checkpoint import checkpoint_dict, read_checkpoint  # noqa: E402
 from model.crops import mask_, random_crops, real_frames, window_logits  # noqa: E402
-from pipelines import shards, storage  # noqa: E402
+from pipelines import console, shards, storage  # noqa: E402
 from pipelines.splits import fold_roles, split_roles, stratified_pick  # noqa: E402,F401
 from pipelines.report import classification_metrics, write_report  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
@@ -195,6 +196,8 @@ def train_loop(c: dict) -> dict:
     import ray.train
     import ray.train.torch
 
+    if not c["verbose"]:  # Ray Train logs "Reporting training result" per rank and epoch through the root logger
+        logging.getLogger().setLevel(logging.WARNING)   # (its logger is named after a file path), at INFO
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -286,7 +289,7 @@ def train_loop(c: dict) -> dict:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            tot_loss += float(loss) * len(idx)
+            tot_loss += float(loss.detach()) * len(idx)
             tot_ok += int((logits.argmax(1) == y).sum())
             tot_n += len(idx)
         train_s = time.time() - t0
@@ -309,7 +312,9 @@ def train_loop(c: dict) -> dict:
         state["epoch"] = epoch
         metrics = {k: rec[k] for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")}
         if rank == 0:
-            print(f"train: epoch {epoch}: train loss {rec['train_loss']:.4f} acc {rec['train_acc']:.3f}, val loss "
+            left = (time.time() - t_start - load_s) / (epoch + 1 - start_epoch) * (c["epochs"] - epoch - 1)
+            print(f"train: epoch {epoch} of 0-{c['epochs'] - 1} (ETA {console.clock(left)} at most): train loss "
+                  f"{rec['train_loss']:.4f} acc {rec['train_acc']:.3f}, val loss "
                   f"{rec['val_loss']:.4f} acc {rec['val_acc']:.3f}, {rec['train_samples_per_s']:.1f} crops/s, "
                   f"{rec['epoch_seconds']:.0f} s{' (best)' if state['best_epoch'] == epoch else ''}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
@@ -428,6 +433,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-failures", type=int, default=2, help="worker failures to recover from (FailureConfig)")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    console.add_verbose(p)
     p.add_argument("--fail-at-epoch", type=int, help=argparse.SUPPRESS)   # tests: the last rank raises once
     p.add_argument("--fail-marker", help=argparse.SUPPRESS)               # ... unless this file exists
     a = p.parse_args(argv)
@@ -463,7 +469,7 @@ def run_one(a, s3: S3Options, shard_dirs: list[str], fcfg: FeatureConfig, roles:
             windows: dict, storage_uri: str, name: str, ray_resources: dict) -> dict:
     """One TorchTrainer run (train/val/test roles by file) -> rank 0's result dict."""
     import ray
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     classes = tuple(a.classes)
@@ -500,7 +506,7 @@ def run_one(a, s3: S3Options, shard_dirs: list[str], fcfg: FeatureConfig, roles:
          "crop_frames": crop_frames, "eval_crop_frames": eval_crop_frames, "eval_batch_size": a.eval_batch_size,
          "time_masks": a.time_masks, "time_mask_fraction": a.time_mask_fraction, "freq_masks": a.freq_masks,
          "freq_mask_mels": a.freq_mask_mels, "bn_momentum": a.bn_momentum, "class_weights": class_weights, "n_bins": fcfg.n_bins,
-         "fail_at_epoch": a.fail_at_epoch, "fail_marker": a.fail_marker, "public": public}
+         "fail_at_epoch": a.fail_at_epoch, "fail_marker": a.fail_marker, "public": public, "verbose": a.verbose}
     storage.write_json(storage.join(run_uri, "train_config.json"), public, s3)
     split_uri = {r: by_role[r] for r in by_role}
     storage.write_json(storage.join(run_uri, "splits.json"), split_uri, s3)
@@ -510,7 +516,8 @@ def run_one(a, s3: S3Options, shard_dirs: list[str], fcfg: FeatureConfig, roles:
           f"{a.batch_size} crops of {crop_frames} frames", flush=True)
 
     fs = storage.arrow_fs(shard_dirs[0], s3)
-    base = ray.data.read_parquet([storage.arrow_path(d) for d in shard_dirs], filesystem=fs).select_columns(ROW_COLUMNS)
+    base = console.quiet(ray.data.read_parquet([storage.arrow_path(d) for d in shard_dirs], filesystem=fs),
+                         a.verbose).select_columns(ROW_COLUMNS)
     # featurize writes blocks of consecutive (sorted: same-class) files, and streaming_split hands out whole
     # blocks: shuffle the rows, or one worker gets all music and the other all speech, every local batch is
     # one class, and BatchNorm learns from the batch composition (100% in training, 50% in evaluation)
@@ -523,7 +530,8 @@ def run_one(a, s3: S3Options, shard_dirs: list[str], fcfg: FeatureConfig, roles:
         name=name, storage_path=storage.arrow_path(storage_uri),
         storage_filesystem=storage.arrow_fs(storage_uri, s3) if storage.is_s3(storage_uri) else None,
         failure_config=FailureConfig(max_failures=a.max_failures),
-        checkpoint_config=CheckpointConfig(num_to_keep=2))
+        checkpoint_config=CheckpointConfig(num_to_keep=2),
+        logging_config=LoggingConfig(log_level="INFO" if a.verbose else "WARNING"))  # Ray Train's own console lines
     # by reference from the module, also when this file runs as __main__ (`python pipelines/train.py`):
     # pickling __main__.train_loop by value drags torch.classes in and fails
     from pipelines.train import train_loop as loop
@@ -593,7 +601,7 @@ def main(argv=None) -> int:
     import ray
 
     if not ray.is_initialized():  # tests and notebooks may have started Ray already
-        ray.init(address=a.address or os.environ.get("RAY_ADDRESS") or "local")
+        console.init_ray(a.address or os.environ.get("RAY_ADDRESS") or "local", a.verbose)
     resources = ray.cluster_resources()
     results = []
     try:
