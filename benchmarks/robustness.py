@@ -41,6 +41,9 @@ SR = 22050
 HELD_NOISE = ("etw-data(crowd)", "wesnoth-1.16-data(ambient)")   # never trained on: the noise condition's noise
 DEFAULT_TRAIN = ["--classes", "music,speech,noise", "--epochs", "5", "--min-epochs", "3", "--patience", "2",
                  "--crops-per-window", "0.5", "--val-fraction", "0.1"]
+# each leave-source-out fold is a whole training run: a shorter schedule, so that K of them fit
+DEFAULT_LSO = ["--classes", "music,speech,noise", "--epochs", "3", "--min-epochs", "2", "--patience", "1",
+               "--crops-per-window", "0.3", "--val-fraction", "0.1"]
 
 
 def _resample(x, a, b):
@@ -182,14 +185,14 @@ def peer(a, truth: dict, res: dict) -> None:
         print(f"{name}: ina {res[name]['ina']}", flush=True)
 
 
-def leave_source_out(a, extra: list[str]) -> dict:
+def leave_source_out(a) -> dict:
     """K folds by source over the training features: clip accuracy on music/speech corpus clips of sources
     never trained on, noise recall; the GTZAN clips (one source) are an unseen source in their fold."""
     feats, run = os.path.join(a.work, "features"), os.path.join(a.work, "runs", "lso")
     if not os.path.exists(os.path.join(run, "cv.json")):
         out, m = run_job("train", ["--features", feats, "--output", os.path.join(a.work, "runs"), "--name", "lso",
                                    "--folds", str(a.lso_folds), "--group-by", "source",
-                                   *(extra or DEFAULT_TRAIN)], os.path.join(a.work, "lso.log"))
+                                   *(a.lso_args.split() if a.lso_args else DEFAULT_LSO)], os.path.join(a.work, "lso.log"))
         print(done_line(out, "train"), flush=True)
     cv = storage.read_json(os.path.join(run, "cv.json"))
     n = {"corpus_ms": 0, "corpus_ms_ok": 0, "noise": 0, "noise_ok": 0, "gtzan": 0, "gtzan_ok": 0}
@@ -229,6 +232,24 @@ def silence(a, model: str) -> dict:
             "gaps_found": quiet}
 
 
+def stage_walls(a) -> dict:
+    """Wall times of the featurize and train runs that made WORK/model.pt, from their own records (a rerun
+    that reuses them reports the same figures)."""
+    out = {}
+    done = os.path.join(a.work, "features", "_SUCCESS.json")
+    if os.path.exists(done):
+        d = storage.read_json(done)
+        out["featurize_wall_s"] = d.get("this_run", d).get("wall_seconds")
+        out["featurize_windows"] = d.get("windows")
+    log = os.path.join(a.work, "train.log")
+    if os.path.exists(log):
+        import re
+
+        m = re.findall(r"^train: done: .* in (\d+) s;", open(log).read(), re.M)
+        out["train_wall_s"] = float(m[-1]) if m else None
+    return out
+
+
 def table(res: dict, lso: dict | None, sil: dict | None) -> str:
     f = lambda d, k: f"{d[k]['precision']:.3f} / {d[k]['recall']:.3f} / {d[k]['f1']:.3f}"  # noqa: E731
     lines = ["| condition | clip accuracy | ours music P / R / F1 | ours speech P / R / F1 | ina music F1 | ina speech F1 |",
@@ -263,6 +284,7 @@ def main(argv=None) -> int:
     p.add_argument("--timelines", type=int, default=4, help="timelines per condition")
     p.add_argument("--timeline-minutes", type=float, default=5.0, help="length of each timeline")
     p.add_argument("--lso-folds", type=int, default=3, help="leave-source-out folds (0: skip)")
+    p.add_argument("--lso-args", help=f"pipelines/train.py flags of each fold (default: {' '.join(DEFAULT_LSO)})")
     p.add_argument("--ina-python", default="/work/ina-venv/bin/python", help="inaSpeechSegmenter's venv python")
     a = p.parse_args(argv)
     a.work, a.data, a.corpus = map(os.path.abspath, (a.work, a.data, a.corpus))
@@ -275,15 +297,21 @@ def main(argv=None) -> int:
     res = measure(a, model, truth)
     peer(a, truth, res)
     sil = silence(a, model)
-    lso = leave_source_out(a, extra) if a.lso_folds and not a.model else None
     metrics = {}
     if not a.model:
         metrics = storage.read_json(os.path.join(a.work, "runs", "main", "report", "metrics.json"))
-    figures = {"conditions": res, "leave_source_out": lso, "silence": sil, "held_out_noise_sources": list(HELD_NOISE),
+    figures = {"conditions": res, "leave_source_out": None, "silence": sil, "held_out_noise_sources": list(HELD_NOISE),
                "train_args": extra or DEFAULT_TRAIN, "augment": a.augment, "model": model,
-               "featurize_plus_train_wall_s": train_s if not a.model else None,
-               "train_test_metrics": {k: metrics.get(k) for k in ("test", "best_epoch", "epochs_run", "train_samples_per_s")}}
-    path = write_results("robustness", figures)
+               "featurize_plus_train_wall_s": train_s if not a.model else None, **stage_walls(a),
+               "train_test_metrics": {k: metrics.get(k) for k in ("test", "best_epoch", "epochs_run", "train_samples_per_s",
+                                                                  "peak_memory_mb_per_worker", "history")}}
+    path = write_results("robustness", figures)            # before the long part: a stop keeps these figures
+    print("\n" + table(res, None, sil), flush=True)
+    lso = None
+    if a.lso_folds and not a.model:
+        figures["leave_source_out"] = lso = leave_source_out(a)
+        figures["lso_args"] = a.lso_args.split() if a.lso_args else DEFAULT_LSO
+        path = write_results("robustness", figures)
     print("\n" + table(res, lso, sil))
     print(f"\nfigures in {path}")
     return 0

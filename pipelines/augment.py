@@ -51,9 +51,9 @@ class AugmentConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-def rng_for(uri: str, variant: int, seed: int = 0) -> np.random.Generator:
-    """The same generator for the same (file, variant) in every run and on every worker."""
-    return np.random.default_rng([zlib.crc32(uri.encode()), variant, seed])
+def rng_for(uri: str, variant: int, seed: int = 0, window: int | None = None) -> np.random.Generator:
+    """The same generator for the same (file, copy[, window]) in every run and on every worker."""
+    return np.random.default_rng([zlib.crc32(uri.encode()), variant, seed, *([] if window is None else [window + 1])])
 
 
 # ------------------------------------------------------------------------------------------------

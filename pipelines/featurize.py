@@ -1,10 +1,15 @@
-"""featurize: audio (local folder, s3:// prefix or manifest CSV) -> Parquet shards of uint8 colormap indices.
+"""featurize: audio (folders, s3:// prefixes, manifest CSVs) -> Parquet shards of uint8 colormap indices.
 
-Ray Data lists nothing itself: the driver lists the files, then Ray maps decode + window + featurize over
-them in parallel and writes zstd Parquet; nothing runs until the write.
+Ray Data lists nothing itself: the driver lists the files (pipelines/inputs.py: several inputs merged, each
+file with its label, split and source), then Ray maps stream-decode + window (pipelines/windows.py, the
+labeling job's own windows) + featurize over them in parallel, with --augment copies under archive
+conditions (pipelines/augment.py), and writes zstd Parquet; nothing runs until the write.
 
     # embedded default: generate demo audio, featurize it on a local Ray
     python pipelines/featurize.py
+    # GTZAN + the corpus, 2 augmented copies of every training file
+    python pipelines/featurize.py --input ../shared/data/music_speech --manifest ../shared/data/corpus/manifest.csv \\
+        --output features --augment 2
     # a folder or bucket, on a cluster
     ray job submit --address http://HEAD:8265 --working-dir . -- \\
         python pipelines/featurize.py --input s3://bucket/audio --output s3://bucket/features
@@ -34,9 +39,10 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
-from model import FeatureConfig, featurize  # noqa: E402
+from model import FeatureConfig  # noqa: E402
 from pipelines import console, storage  # noqa: E402
 from pipelines.augment import AugmentConfig, augment, rng_for  # noqa: E402
+from pipelines.windows import iter_windows, window_index  # noqa: E402
 from pipelines.shards import ERROR_SCHEMA, FEATURE_SCHEMA, finished_shards, marker_uri, read_rows  # noqa: E402,F401
 from pipelines.inputs import list_items, mixing_banks  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
@@ -46,99 +52,95 @@ from pipelines.storage import S3Options  # noqa: E402
 # ------------------------------------------------------------------------------------------------
 # the CPU stage: plain functions
 
-def windows(x: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, list[float], list[float]]:
-    """(T,) -> (n, window_samples) zero-padded windows, their starts and true durations in seconds."""
-    w = cfg.window_samples
-    n = max(1, -(-len(x) // w))
-    padded = np.zeros(n * w, np.float32)
-    padded[: len(x)] = x
-    starts = [i * cfg.window_seconds for i in range(n)]
-    durs = [min(w, len(x) - i * w) / cfg.sample_rate for i in range(n)]
-    return padded.reshape(n, w), starts, durs
-
-
-def window_indices(x: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, list[float], list[float]]:
-    """(T,) -> uint8 indices (n, n_mels, n_frames) of its windows, their starts and true durations.
-
-    A window that is not full (a short file, a file's last window) is featurized on its real audio
-    alone and its index padded with 0 (the colormap's floor) to the window's frames: normalized over
-    the audio it holds, as the labeling job normalizes a short file, instead of with the padding's
-    -80 dB floor in its min-max (which made every short training clip look like a full-range one)."""
-    wins, starts, durs = windows(x, cfg)
-    index = featurize(wins, cfg.sample_rate, cfg).numpy()                     # (n, n_mels, n_frames)
-    real = len(x) - (len(wins) - 1) * cfg.window_samples
-    if real < cfg.window_samples:
-        last = x[len(x) - real:]
-        short = max(real, 7 * cfg.hop_length)                                   # >= 8 frames: the network's least
-        last = np.pad(last, (0, short - real))
-        tail = featurize(last, cfg.sample_rate, cfg).numpy()                    # (n_mels, frames of real audio)
-        index[-1] = 0
-        index[-1][:, :tail.shape[1]] = tail[:, :index.shape[2]]
-    return index, starts, durs
-
-
-def variants(x: np.ndarray, item: dict, cfg: FeatureConfig, aug: AugmentConfig, banks: dict,
-             s3: S3Options | None) -> list[tuple[np.ndarray, str]]:
-    """The file as it is plus aug.variants augmented copies (labeled files outside the test split only).
-    Each copy's condition, SNR and mixed-in file are drawn from (uri, copy number): reruns agree."""
-    out = [(x, "")]
+def copy_plans(item: dict, aug: AugmentConfig, banks: dict) -> list[tuple[int, str, str | None]]:
+    """(copy number, condition, file to mix in) of each augmented copy of a labeled file outside the test
+    split, drawn from (uri, copy number): reruns and --resume agree."""
     if not aug.variants or item["label"] is None or item["split"] == "test":
-        return out
+        return []
+    plans = []
     for v in range(aug.variants):
         rng = rng_for(item["uri"], v, aug.seed)
         pool = [k for k in aug.kinds if k != "over" or (item["label"] == "speech" and banks["music"])]
         kind = str(rng.choice(pool))
-        other = None
         bank = [u for u in banks["noise" if kind == "noise" else "music"] if u != item["uri"]] \
             if kind in ("noise", "over") else []
-        if bank:
-            try:
-                other, _ = storage.decode(bank[int(rng.integers(len(bank)))], cfg.sample_rate, s3)
-            except storage.DecodeError:
-                other = None            # a broken noise file: generated noise instead (it has its own error row)
-        y, tag = augment(x, cfg.sample_rate, kind, rng, other, aug)
-        out.append((y, f"{v + 1}:{tag}"))                     # unique per copy: "1:band8000", "2:mp3c0.81"
-    return out
+        plans.append((v, kind, bank[int(rng.integers(len(bank)))] if bank else None))
+    return plans
+
+
+def head_of(uri: str | None, cfg: FeatureConfig, s3: S3Options | None, seconds: float) -> np.ndarray | None:
+    """The first `seconds` of a file to mix in (streamed: a long noise file is never decoded whole); None
+    when it does not decode (generated noise is used instead; the file has its own error row)."""
+    if uri is None:
+        return None
+    parts, n = [], 0
+    try:
+        for _, block, _ in storage.iter_decoded_blocks(uri, min(30.0, seconds), cfg.sample_rate, s3):
+            parts.append(block)
+            n += len(block)
+            if n >= seconds * cfg.sample_rate:
+                break
+    except storage.DecodeError:
+        return None
+    return np.concatenate(parts)[: int(seconds * cfg.sample_rate)] if parts else None
+
+
+def file_rows(item: dict, cfg: FeatureConfig, aug: AugmentConfig, banks: dict, s3: S3Options | None):
+    """Yield (augment tag, Window, uint8 index) for every window of a file and of its augmented copies,
+    streamed window by window (pipelines/windows.py: the same windows and indices as the label job)."""
+    plans = copy_plans(item, aug, banks)
+    others = {v: head_of(o, cfg, s3, 4 * cfg.window_seconds) for v, _, o in plans}
+    frames = cfg.n_frames()
+    for i, w in enumerate(iter_windows(item["uri"], cfg, None, s3)):
+        yield "", w, window_index(w.samples, cfg, frames)
+        for v, kind, _ in plans:
+            rng = rng_for(item["uri"], v, aug.seed, i)
+            y, _ = augment(w.samples, cfg.sample_rate, kind, rng, others[v], aug)
+            yield f"{v + 1}:{kind}", w, window_index(y, cfg, frames)             # "1:band", "2:codec"
 
 
 def featurize_files(batch: pa.Table, cfg_dict: dict, aug_dict: dict, banks: dict, s3: S3Options | None,
-                    errors_dir: str) -> pa.Table:
-    """Ray Data UDF: a batch of {uri, label, split, source} -> one row per window (and per augmented copy).
-    Decode errors are caught per file and written to errors_dir, so one bad file never takes the good
-    ones in its block down."""
+                    errors_dir: str, rows_per_yield: int = 64):
+    """Ray Data UDF (generator): a batch of {uri, label, split, source} -> one row per window (and per
+    augmented copy), yielded every rows_per_yield rows so that an hours-long file streams. Decode errors
+    are caught per file and written to errors_dir, so one bad file never takes the good ones in its block
+    down (a file that breaks after its first rows_per_yield rows keeps those rows and gets an error row)."""
     import torch
 
     torch.set_num_threads(1)  # one task per CPU: no oversubscription
     cfg, aug = FeatureConfig.from_dict(cfg_dict), AugmentConfig.from_dict(aug_dict)
+    schema = FEATURE_SCHEMA.with_metadata({"feature_config": json.dumps(cfg_dict)})
     rows = {name: [] for name in FEATURE_SCHEMA.names}
     errors = []
+
+    def flush():
+        t = pa.table(rows, schema=schema)
+        for v in rows.values():
+            v.clear()
+        return t
+
     for item in batch.to_pylist():  # pyarrow rows keep None as None (a numpy batch turned it into "nan")
-        uri = item["uri"]
+        uri, mark = item["uri"], len(rows["uri"])
         try:
-            x, info = storage.decode(uri, cfg.sample_rate, s3)
-            done = []
-            for y, tag in variants(x, item, cfg, aug, banks, s3):
-                done.append((tag, *window_indices(y, cfg)))                    # index (n, n_mels, n_frames)
-        except Exception as e:  # DecodeError, or anything a broken file makes a library raise
-            errors.append((uri, str(e) if isinstance(e, storage.DecodeError) else f"{uri}: {type(e).__name__}: {e}"))
-            continue
-        for tag, index, starts, durs in done:
-            for i in range(len(index)):
+            for tag, w, index in file_rows(item, cfg, aug, banks, s3):
                 for k in ("uri", "label", "split", "source"):
                     rows[k].append(item[k])
-                rows["augment"].append(tag)
-                rows["window_start"].append(starts[i])
-                rows["window_duration"].append(durs[i])
-                rows["sample_rate"].append(info.sample_rate)
-                rows["channels"].append(info.channels)
-                rows["n_mels"].append(index.shape[1])
-                rows["n_frames"].append(index.shape[2])
-                rows["index"].append(index[i].tobytes())
+                for k, v in (("augment", tag), ("window_start", w.start), ("window_duration", w.n / cfg.sample_rate),
+                             ("sample_rate", w.info.sample_rate), ("channels", w.info.channels),
+                             ("n_mels", index.shape[0]), ("n_frames", index.shape[1]), ("index", index.tobytes())):
+                    rows[k].append(v)
+                if len(rows["uri"]) >= rows_per_yield:
+                    yield flush()
+                    mark = 0
+        except Exception as e:  # DecodeError, or anything a broken file makes a library raise
+            for v in rows.values():
+                del v[mark:]                                  # this file's rows not yet yielded
+            errors.append((uri, str(e) if isinstance(e, storage.DecodeError) else f"{uri}: {type(e).__name__}: {e}"))
     if errors:
         err = pa.table({"uri": [u for u, _ in errors], "error": [m for _, m in errors]}, schema=ERROR_SCHEMA)
         storage.write_table(storage.join(errors_dir, f"{uuid.uuid4().hex}.parquet"), err, s3)
-    schema = FEATURE_SCHEMA.with_metadata({"feature_config": json.dumps(cfg_dict)})
-    return pa.table(rows, schema=schema)
+    if rows["uri"]:
+        yield flush()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -155,15 +157,24 @@ def clear_unfinished(out: str, keep_runs: list[str], s3: S3Options | None) -> No
     storage.remove(storage.join(out, "errors"), s3)
 
 
+def audio_seconds(rows: pa.Table) -> float:
+    """Seconds of audio of the files as they are: per file, the end of its last window (a file's last
+    window may overlap the one before it, so durations do not add up)."""
+    clean = rows.filter(pc.equal(rows.column("augment"), ""))
+    if clean.num_rows == 0:
+        return 0.0
+    ends = clean.append_column("end", pc.add(clean.column("window_start"), clean.column("window_duration")))
+    return float(pc.sum(ends.group_by("uri").aggregate([("end", "max")]).column("end_max")).as_py() or 0.0)
+
+
 def totals(out: str, runs: list[str], s3: S3Options | None) -> dict:
     """files, windows and audio hours (of the files as they are) over all the finished runs."""
-    t = [storage.read_table(storage.join(out, "shards", r), s3, ["uri", "window_duration", "augment"]) for r in runs]
+    cols = ["uri", "window_start", "window_duration", "augment"]
+    t = [storage.read_table(storage.join(out, "shards", r), s3, cols) for r in runs]
     t = pa.concat_tables([x for x in t if x.num_rows]) if any(x.num_rows for x in t) else None
     if t is None:
         return {"files": 0, "windows": 0, "audio_hours": 0.0}
-    clean = t.filter(pc.equal(t.column("augment"), ""))
-    return {"files": len(set(t.column("uri").to_pylist())), "windows": t.num_rows,
-            "audio_hours": float(pc.sum(clean.column("window_duration")).as_py() or 0.0) / 3600}
+    return {"files": len(set(t.column("uri").to_pylist())), "windows": t.num_rows, "audio_hours": audio_seconds(t) / 3600}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -299,11 +310,11 @@ def main(argv=None) -> int:
     wall = time.time() - t0
 
     # Summary from what was written (cheap column reads), then the marker, last.
-    rows = storage.read_table(run_dir, s3, ["uri", "window_duration", "augment"]) if storage.exists(run_dir, s3) else None
+    rows = storage.read_table(run_dir, s3, ["uri", "window_start", "window_duration", "augment"]) \
+        if storage.exists(run_dir, s3) else None
     n_windows = rows.num_rows if rows is not None and rows.num_rows else 0
     n_files = len(set(rows.column("uri").to_pylist())) if n_windows else 0
-    seconds = float(pc.sum(rows.filter(pc.equal(rows.column("augment"), "")).column("window_duration")).as_py() or 0.0) \
-        if n_windows else 0.0
+    seconds = audio_seconds(rows) if n_windows else 0.0
     errs = storage.read_table(errors_dir, s3) if storage.exists(errors_dir, s3) else ERROR_SCHEMA.empty_table()
     if previous_runs and storage.exists(storage.join(out, "errors.parquet"), s3):
         old = storage.read_table(storage.join(out, "errors.parquet"), s3)

@@ -55,46 +55,13 @@ import pyarrow.compute as pc  # noqa: E402
 from model import FastConv3D, FeatureConfig, featurize  # noqa: E402
 from model.segments import SILENCE, LevelTracker, file_summary, segments, timeline, with_silence  # noqa: E402,F401
 from pipelines import console, exports  # noqa: E402
+from pipelines.windows import STEP, iter_windows  # noqa: E402
 from pipelines import storage  # noqa: E402
 from pipelines.report import plot_file  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
 
-STEP = 8  # the network pools time by 2 three times: one feature-map step = 8 spectrogram frames
-
 # ------------------------------------------------------------------------------------------------
-# stage 1 (CPU): stream-decode, window, featurize
-
-def _min_samples(cfg: FeatureConfig) -> int:
-    return (STEP - 1) * cfg.hop_length  # n_frames = 1 + n // hop >= 8: the network's smallest input
-
-
-def iter_windows(uri: str, cfg: FeatureConfig, hop_seconds: float, s3: S3Options | None = None,
-                 tracker: LevelTracker | None = None):
-    """Yield (start_seconds, samples, true_samples, file_seconds_so_far) windows of cfg.window_samples every
-    hop. The last window is moved back to end at the file's end (full length, as in training); a file
-    shorter than one window is one window of its own length. Holds at most a window plus a block.
-    A LevelTracker given as tracker sees every decoded block (the signal's absolute level)."""
-    W, hop, sr = cfg.window_samples, max(1, int(round(hop_seconds * cfg.sample_rate))), cfg.sample_rate
-    buf, buf0, nxt, total, last_end = np.zeros(0, np.float32), 0, 0, 0, 0
-    for _, block, _ in storage.iter_decoded_blocks(uri, max(1.0, min(cfg.window_seconds, 30.0)), sr, s3):
-        if tracker is not None:
-            tracker.feed(block)
-        buf = np.concatenate([buf, block])
-        total += len(block)
-        while nxt + W <= total:
-            yield nxt / sr, buf[nxt - buf0:nxt - buf0 + W], W, total / sr
-            last_end, nxt = nxt + W, nxt + hop
-        keep = max(0, min(nxt, total - W))                          # keep the last window's worth
-        buf, buf0 = buf[keep - buf0:], keep
-    if last_end == 0:                                              # shorter than one window
-        x = buf[:total]
-        n = len(x)
-        if n < _min_samples(cfg):
-            x = np.pad(x, (0, _min_samples(cfg) - n))
-        yield 0.0, x, n, total / sr
-    elif last_end < total:
-        yield (total - W) / sr, buf[total - W - buf0:total - buf0], W, total / sr
-
+# stage 1 (CPU): stream-decode, window (pipelines/windows.py, as featurize does), featurize
 
 WINDOW_SCHEMA = pa.schema([("uri", pa.string()), ("seq", pa.int64()), ("final", pa.bool_()), ("n_rows", pa.int64()),
                            ("start", pa.float64()), ("n_samples", pa.int64()), ("duration", pa.float64()),
@@ -137,13 +104,13 @@ def window_rows(batch: dict, cfg_dict: dict, hop_seconds: float, s3: S3Options |
         uri, seq, pending = str(uri), 0, None
         level = LevelTracker(cfg.sample_rate, *silence)
         try:
-            for start, x, n, dur in iter_windows(uri, cfg, hop_seconds, s3, level):
+            for w in iter_windows(uri, cfg, hop_seconds, s3, level.feed):
                 if pending is not None:
                     add(uri, seq, False, *pending)
                     seq += 1
                     if len(rows["uri"]) >= windows_per_yield:
                         yield flush()
-                pending = (start, n, dur, featurize(x, cfg.sample_rate, cfg).numpy())
+                pending = (w.start, w.n, w.seconds, featurize(w.samples, cfg.sample_rate, cfg).numpy())
             add(uri, seq, True, *pending, quiet=level.intervals() if silence[1] > 0 else ())
         except Exception as e:  # DecodeError, or whatever a broken file makes a library raise
             msg = str(e) if isinstance(e, storage.DecodeError) else f"{uri}: {type(e).__name__}: {e}"

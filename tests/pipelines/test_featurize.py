@@ -68,7 +68,9 @@ def test_local_folder_to_parquet(ray_local, tmp_path):
     assert sum(r["window_duration"] for r in long) == pytest.approx(70.0)
     st = by_uri[os.path.join(audio, "test/speech/stereo44k.flac")]
     assert {(r["sample_rate"], r["channels"]) for r in st} == {(44100, 2)}
-    assert sorted(r["window_duration"] for r in st) == pytest.approx([1.0, 5.0])
+    # the last window moves back to end at the file's end (full length, as the labeling job cuts it)
+    assert sorted(r["window_start"] for r in st) == pytest.approx([0.0, 1.0])
+    assert [r["window_duration"] for r in st] == pytest.approx([5.0, 5.0])
 
     # the errors table lists exactly the bad files, with messages naming them
     errs = pq.read_table(os.path.join(out, "errors.parquet")).to_pylist()
@@ -85,16 +87,20 @@ def test_local_folder_to_parquet(ray_local, tmp_path):
     direct = featurize(w, 22050, cfg)
     assert np.array_equal(shards.index_of(r), direct.numpy())
     assert torch.equal(expand(torch.from_numpy(shards.index_of(r).copy())), expand(direct))
-    # a window that is not full is featurized on its real audio alone, its index padded with the floor (0):
-    # normalized as the labeling job normalizes a short file, not with the padding in its min-max
-    r = max(by_uri[os.path.join(audio, "test/speech/stereo44k.flac")], key=lambda r: r["window_start"])
-    x, _ = storage.decode(r["uri"])
-    tail = featurize(x[int(r["window_start"] * 22050):], 22050, cfg).numpy()
-    got = shards.index_of(r)
-    assert r["window_duration"] == pytest.approx(1.0) and np.array_equal(got[:, :tail.shape[1]], tail)
-    assert (got[:, tail.shape[1]:] == 0).all()
-    padded = featurize(np.pad(x[int(r["window_start"] * 22050):], (0, cfg.window_samples)), 22050, cfg).numpy()
-    assert not np.array_equal(got[:, :tail.shape[1]], padded[:, :tail.shape[1]])   # what it was before
+    # every row's index is what the labeling job computes for the same window (pipelines/windows.py): a
+    # short file is featurized on its own samples, its index padded with the floor (0) to the full frames
+    from pipelines.windows import iter_windows
+
+    for rel in ("test/speech/stereo44k.flac", "train/music/m0.wav"):
+        got = sorted(by_uri[os.path.join(audio, rel)], key=lambda r: r["window_start"])
+        want = list(iter_windows(os.path.join(audio, rel), cfg))
+        assert [r["window_start"] for r in got] == pytest.approx([w.start for w in want])
+        for r, w in zip(got, want):
+            direct = featurize(w.samples, 22050, cfg).numpy()
+            assert np.array_equal(shards.index_of(r)[:, :direct.shape[1]], direct)
+            assert (shards.index_of(r)[:, direct.shape[1]:] == 0).all()
+    short = by_uri[os.path.join(audio, "train/music/m0.wav")][0]
+    assert short["window_duration"] == pytest.approx(4.0) and shards.index_of(short).shape == (128, cfg.n_frames())
     # the shards are plain Parquet with the config in their schema metadata
     shard = next(p for p in (tmp_path / "features" / "shards").rglob("*.parquet"))
     meta = pq.read_schema(shard).metadata
@@ -121,8 +127,8 @@ def test_local_folder_to_parquet(ray_local, tmp_path):
     assert not os.path.exists(orphan)
     marker = json.load(open(os.path.join(out, "_SUCCESS.json")))          # totals over both runs
     assert marker["windows"] == len(rows2) and marker["files"] == len(good) + 1
-    assert marker["this_run"]["files"] == 1 and marker["audio_hours"] == pytest.approx(
-        (sum(r["window_duration"] for r in rows.to_pylist()) + 4.0) / 3600)
+    seconds = 4 * 4.0 + 70.0 + 6.0 + 4.0                                 # the files' durations, new one included
+    assert marker["this_run"]["files"] == 1 and marker["audio_hours"] == pytest.approx(seconds / 3600)
     assert {e["uri"] for e in pq.read_table(os.path.join(out, "errors.parquet")).to_pylist()} == bad
     assert run_job("--input", audio, "--output", out, "--overwrite") == 0
     assert job.read_rows(out, columns=["uri"]).num_rows == rows.num_rows + 1

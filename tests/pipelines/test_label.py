@@ -28,7 +28,7 @@ def _crop_batch(clips, rng, n, cfg):
     return featurize(np.stack(xs), cfg.sample_rate, cfg), torch.tensor(ys)
 
 
-def _train(kinds: tuple, path: str):
+def _train(kinds: tuple, path: str, max_steps: int = 40, max_seconds: float = 60.0):
     """The seed Conv3DNet trained briefly with plain torch on 4 s random crops of generated clips of
     `kinds`; checked to separate held-out clips. Returns (path, cfg, net)."""
     from model import NetConfig
@@ -43,13 +43,13 @@ def _train(kinds: tuple, path: str):
     rng = np.random.default_rng(0)
     t0 = time.time()
     net.train()
-    for step in range(40):
+    for step in range(max_steps):
         idx, y = _crop_batch(clips, rng, 6, cfg)
         loss = torch.nn.functional.cross_entropy(net(expand(idx)), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if step >= 12 and loss.item() < 0.05 or time.time() - t0 > 60:
+        if step >= 12 and loss.item() < 0.05 or time.time() - t0 > max_seconds:
             break
     # BatchNorm's running statistics lag the fast-moving weights of so short a run: re-estimate them
     # (cumulative average, dropout off) on a few more crops, as a longer training would have
@@ -83,7 +83,7 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained3(tmp_path_factory):
     """Three classes: music, speech, noise."""
-    return _train(("music", "speech", "noise"), str(tmp_path_factory.mktemp("model3") / "model.pt"))
+    return _train(("music", "speech", "noise"), str(tmp_path_factory.mktemp("model3") / "model.pt"), 100, 240.0)
 
 
 def write(root, rel, data):
