@@ -47,6 +47,14 @@ class S3Options:
     token: str | None = None
     region: str | None = None
 
+    def __repr__(self) -> str:
+        # it travels in Ray task arguments and train_loop_config, which Ray may print or log: never show
+        # the secret or the token, and only the last 4 characters of the key
+        def mask(v, tail=0):
+            return None if v is None else "***" + (v[-tail:] if tail and len(v) > 2 * tail else "")
+        return (f"S3Options(endpoint_url={self.endpoint_url!r}, key={mask(self.key, 4)!r}, "
+                f"secret={mask(self.secret)!r}, token={mask(self.token)!r}, region={self.region!r})")
+
     @classmethod
     def from_env(cls, endpoint_url: str | None = None) -> "S3Options":
         e = os.environ.get

@@ -104,3 +104,18 @@ def test_demo_is_deterministic_and_distinct():
     assert len(make_clip("speech", 2.0, 5)) == 44100
     x, info = decode_bytes(wav_bytes(a), "mem")
     assert info.duration == 2.0 and np.abs(x - a).max() < 1e-4
+
+
+def test_s3_options_never_show_the_secret():
+    import pickle
+
+    o = storage.S3Options(endpoint_url="http://127.0.0.1:9", key="AKIAEXAMPLEKEY1234", secret="s3cr3t-Value/xyz",
+                          token="session-token-abc", region="us-east-1")
+    for text in (repr(o), str(o), f"{o}", repr({"s3": o}), str([o])):
+        assert "s3cr3t-Value/xyz" not in text and "session-token-abc" not in text and "AKIAEXAMPLEKEY" not in text
+        assert "http://127.0.0.1:9" in text and "1234" in text and "us-east-1" in text
+    back = pickle.loads(pickle.dumps(o))
+    assert back == o and back.secret == "s3cr3t-Value/xyz" and back.token == "session-token-abc"
+    with pytest.raises(AttributeError):
+        o.secret = "x"  # frozen
+    assert "secret=None" in repr(storage.S3Options())
