@@ -232,17 +232,31 @@ def read_manifest(uri: str, s3: S3Options | None = None) -> list[dict]:
 
 def _check_wav_truncation(data: bytes, name: str) -> None:
     """libsndfile silently reads what is there of a WAV cut short; compare with the header instead."""
-    if len(data) < 12 or data[:4] not in (b"RIFF", b"RF64") or data[8:12] != b"WAVE":
+    _check_wav_size(lambda pos, n: data[pos:pos + n], len(data), name)
+
+
+def _check_wav_size(read_at, size: int, name: str) -> None:
+    """Raise DecodeError when a WAV/RF64's data chunk declares more bytes than the file holds. read_at(pos,
+    n) returns n bytes at pos (fewer at the end): only the chunk headers are read, so files of any size."""
+    head = read_at(0, 12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
         return
-    pos = 12
-    while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
-        if cid == b"data":
-            have = len(data) - pos - 8
-            if size < 0xFFFFFF00 and size > have:  # 0xFFFFFFFF / RF64: size lives elsewhere
-                raise DecodeError(f"{name}: truncated WAV: header declares {size} bytes of audio, file holds {have}")
+    pos, ds64 = 12, None
+    while pos + 8 <= size:
+        chunk = read_at(pos, 8)
+        if len(chunk) < 8:
             return
-        pos += 8 + size + (size & 1)
+        cid, n = chunk[:4], struct.unpack("<I", chunk[4:8])[0]
+        if cid == b"ds64":                                  # RF64: the 64-bit sizes live here
+            body = read_at(pos + 8, 16)
+            ds64 = struct.unpack("<Q", body[8:16])[0] if len(body) == 16 else None
+        if cid == b"data":
+            declared = ds64 if n == 0xFFFFFFFF and ds64 is not None else n
+            have = size - pos - 8
+            if (declared < 0xFFFFFF00 or ds64 is not None) and declared > have:  # 0xFFFFFFFF: size unknown
+                raise DecodeError(f"{name}: truncated WAV: header declares {declared} bytes of audio, file holds {have}")
+            return
+        pos += 8 + n + (n & 1)
 
 
 def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -318,8 +332,14 @@ def iter_decoded_blocks(uri: str, block_seconds: float, target_sr: int = 22050, 
         if len(head) == 0:
             raise DecodeError(f"{uri}: empty file (0 bytes)")
         size = fs.size(strip_scheme(uri))
-        if head[:4] in (b"RIFF", b"RF64") and size <= len(head):
-            _check_wav_truncation(head, uri)
+
+        def read_at(pos, n):  # chunk headers beyond the first 64 KiB are read with a seek
+            if pos + n <= len(head):
+                return head[pos:pos + n]
+            fobj.seek(pos)
+            return fobj.read(n)
+
+        _check_wav_size(read_at, size, uri)
         fobj.seek(0)
         try:
             f = sf.SoundFile(fobj)

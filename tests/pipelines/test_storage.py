@@ -119,3 +119,21 @@ def test_s3_options_never_show_the_secret():
     with pytest.raises(AttributeError):
         o.secret = "x"  # frozen
     assert "secret=None" in repr(storage.S3Options())
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "RF64"])
+def test_streaming_refuses_truncated_wav_of_any_size(tmp_path, fmt):
+    # 10 s of 16-bit audio (441 kB): the cut falls far beyond the first 64 KiB that are read eagerly
+    x = make_clip("music", 10.0, 3)
+    p = tmp_path / f"cut.{fmt.lower()}"
+    sf.write(p, x, 22050, format=fmt, subtype="PCM_16")
+    data = p.read_bytes()
+    assert len(data) > 400_000
+    blocks = list(iter_decoded_blocks(str(p), 2.0))              # whole: fine
+    assert sum(len(b[1]) for b in blocks) == len(x)
+    p.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(DecodeError, match="truncated WAV") as e:
+        list(iter_decoded_blocks(str(p), 2.0))
+    assert str(p) in str(e.value)
+    with pytest.raises(DecodeError, match="truncated WAV"):
+        decode(str(p))
