@@ -329,27 +329,44 @@ def _read_dir(uri: str, s3, schema) -> pa.Table:
     return t.cast(schema) if t.num_rows else schema.empty_table()
 
 
+def _ls(uri: str, s3) -> list[str]:
+    """The entries of a folder/prefix as sorted URIs ([] when it does not exist)."""
+    if not storage.exists(uri, s3):
+        return []
+    names = storage.get_fs(uri, s3).ls(storage.strip_scheme(uri), detail=False)
+    return sorted(("s3://" + n) if storage.is_s3(uri) else n for n in names)
+
+
+def _tagged(uri: str, s3, schema, src: int) -> pa.Table:
+    t = _read_dir(uri, s3, schema)
+    return t.append_column("src", pa.array(np.full(t.num_rows, src, np.int64)))
+
+
 def read_output(out: str, s3: S3Options | None = None, classes=("music", "speech")) -> tuple[pa.Table, pa.Table]:
     """(files, segments) of an output: the final tables plus the parts of runs not yet consolidated; for
-    a file labeled more than once (an error retried by --resume), the latest row wins."""
+    a file labeled more than once (an error retried by --resume), the latest row wins. Exactly once: a
+    file's segments come only from the source (final tables, or one run's part NNNNN) of its winning
+    row, so parts left beside the final tables by a crash before their removal count once, and a
+    segments part whose files part was never written (a crash between the two) counts not at all."""
     fs_ = file_schema(classes)
-    files = [_read_dir(storage.join(out, "files.parquet"), s3, fs_)]
-    segs = [_read_dir(storage.join(out, "segments.parquet"), s3, SEGMENT_SCHEMA)]
-    parts = storage.join(out, "parts")
-    if storage.exists(parts, s3):
-        fsys = storage.get_fs(parts, s3)
-        for run in sorted(fsys.ls(storage.strip_scheme(parts), detail=False)):
-            run_uri = ("s3://" + run) if storage.is_s3(out) else run
-            files.append(_read_dir(storage.join(run_uri, "files"), s3, fs_))
-            segs.append(_read_dir(storage.join(run_uri, "segments"), s3, SEGMENT_SCHEMA))
+    files = [_tagged(storage.join(out, "files.parquet"), s3, fs_, 0)]
+    segs = [_tagged(storage.join(out, "segments.parquet"), s3, SEGMENT_SCHEMA, 0)]
+    for run in _ls(storage.join(out, "parts"), s3):
+        for fpart in _ls(storage.join(run, "files"), s3):            # sorted: later parts win
+            if not fpart.endswith(".parquet"):                      # a temp file a crash left mid-write
+                continue
+            name = fpart.rsplit("/", 1)[-1]
+            files.append(_tagged(fpart, s3, fs_, len(files)))
+            segs.append(_tagged(storage.join(run, "segments", name), s3, SEGMENT_SCHEMA, len(segs)))
     files, segs = pa.concat_tables(files), pa.concat_tables(segs)
     latest = {}
     for i, u in enumerate(files.column("uri").to_pylist()):
         latest[u] = i
-    files = files.take(sorted(latest.values()))
-    ok = files.filter(pc.equal(files.column("status"), "ok")).column("uri")
-    segs = segs.filter(pc.is_in(segs.column("uri"), ok))
-    return files.sort_by("uri"), segs.sort_by([("uri", "ascending"), ("start", "ascending")])
+    files = files.take(pa.array(sorted(latest.values()), pa.int64()))
+    ok = files.filter(pc.equal(files.column("status"), "ok")).select(["uri", "src"])
+    segs = segs.join(ok, keys=["uri", "src"], join_type="inner")
+    return (files.drop_columns(["src"]).sort_by("uri"),
+            segs.select(SEGMENT_SCHEMA.names).sort_by([("uri", "ascending"), ("start", "ascending")]))
 
 
 class PartWriter:

@@ -1,6 +1,7 @@
 """label end to end on real parts: a small checkpoint trained here on generated audio, local Ray, moto S3."""
 
 import os
+import shutil
 import time
 
 import numpy as np
@@ -102,6 +103,48 @@ def test_timeline_and_segments():
     assert segs[0][3] == pytest.approx((6 * 0.9 + 0.2) / 7)
 
 
+def _frow(uri, status="ok", label="music"):
+    ok = status == "ok"
+    return {"uri": uri, "duration": 4.0, "label": label if ok else None, "confidence": 0.9 if ok else None,
+            "fraction_music": 1.0 if ok else None, "fraction_speech": 0.0 if ok else None, "windows": 1,
+            "status": status, "error": None if ok else f"{uri}: broken"}
+
+
+def _put(out, rel, rows, schema):
+    import pyarrow as pa
+
+    storage.write_table(os.path.join(out, rel), pa.Table.from_pylist(rows, schema=schema))
+
+
+def test_read_output_counts_every_file_and_segment_once(tmp_path):
+    out = str(tmp_path / "o")
+    fs_, ss = job.file_schema(["music", "speech"]), job.SEGMENT_SCHEMA
+    # a crash before the first part: only label_config.json -> empty typed tables, not an Arrow error
+    os.makedirs(out)
+    storage.write_json(os.path.join(out, "label_config.json"), {})
+    files, segs = job.read_output(out)
+    assert (files.num_rows, segs.num_rows) == (0, 0) and files.schema == fs_ and segs.schema == ss
+    os.makedirs(os.path.join(out, "parts", "20260101-000000-aaaaaa", "files"))    # a run dir, no part yet
+    assert job.read_output(out)[0].num_rows == 0
+
+    seg = lambda u, a, b: {"uri": u, "start": a, "end": b, "label": "music", "probability": 0.9}  # noqa: E731
+    run1, run2 = os.path.join("parts", "20260101-000000-aaaaaa"), os.path.join("parts", "20260102-000000-bbbbbb")
+    # run 1: a and b ok, c an error; consolidated into the final tables, then a crash before parts/ was removed
+    _put(out, f"{run1}/segments/00000.parquet", [seg("a", 0, 4), seg("b", 0, 2), seg("b", 2, 4)], ss)
+    _put(out, f"{run1}/files/00000.parquet", [_frow("a"), _frow("b"), _frow("c", "error")], fs_)
+    _put(out, "segments.parquet", [seg("a", 0, 4), seg("b", 0, 2), seg("b", 2, 4)], ss)
+    _put(out, "files.parquet", [_frow("a"), _frow("b"), _frow("c", "error")], fs_)
+    # run 2 (--resume): c retried and ok in part 0; part 1 crashed between its segments and files writes
+    _put(out, f"{run2}/segments/00000.parquet", [seg("c", 0, 1), seg("c", 1, 4)], ss)
+    _put(out, f"{run2}/files/00000.parquet", [_frow("c")], fs_)
+    _put(out, f"{run2}/segments/00001.parquet", [seg("d", 0, 4), seg("a", 0, 4)], ss)
+    open(os.path.join(out, run2, "files", "00001.parquet.tmp-123"), "wb").write(b"half a parquet file")
+    files, segs = job.read_output(out)
+    assert [(r["uri"], r["status"]) for r in files.to_pylist()] == [("a", "ok"), ("b", "ok"), ("c", "ok")]
+    assert [(r["uri"], r["start"]) for r in segs.to_pylist()] == [("a", 0), ("b", 0), ("b", 2), ("c", 0), ("c", 1)]
+    assert files.schema == fs_ and segs.schema == ss
+
+
 def test_labels_clips_long_file_and_errors(ray_local, trained, tmp_path, capsys):
     model, cfg, _ = trained
     audio, out = str(tmp_path / "audio"), str(tmp_path / "labels")
@@ -161,16 +204,22 @@ def test_resume_after_partial_run(ray_local, trained, tmp_path, capsys):
     listing = tmp_path / "first.csv"
     listing.write_text("path\n" + "\n".join(uris[:2]) + "\n")
     assert run_job("--list", str(listing), "--model", model, "--output", out) == 0
+    first_segs = pq.read_table(os.path.join(out, "segments.parquet")).num_rows
+    # ... after consolidating, before removing its parts: both the final tables and the parts remain
     os.remove(os.path.join(out, "_SUCCESS.json"))
     part = os.path.join(out, "parts", "crashed")
     for name in ("files", "segments"):
-        os.renames(os.path.join(out, f"{name}.parquet"), os.path.join(part, name, "00000.parquet"))
+        os.makedirs(os.path.join(part, name))
+        shutil.copy(os.path.join(out, f"{name}.parquet"), os.path.join(part, name, "00000.parquet"))
     capsys.readouterr()
     assert run_job("--input", audio, "--model", model, "--output", out, "--resume") == 0
     printed = capsys.readouterr().out
     assert "2 files already labeled, 2 to go" in printed and "label: done: 2 files" in printed
     got = pq.read_table(os.path.join(out, "files.parquet")).to_pylist()
     assert sorted(r["uri"] for r in got) == sorted(uris)
+    segs = pq.read_table(os.path.join(out, "segments.parquet")).to_pylist()
+    assert len({(r["uri"], r["start"]) for r in segs}) == len(segs)                 # nothing doubled
+    assert sum(r["uri"] in uris[:2] for r in segs) == first_segs
     assert [r["label"] for r in sorted(got, key=lambda r: r["uri"])] == ["music", "music", "speech", "speech"]
     # --resume with nothing new labels nothing; another model is refused
     assert run_job("--input", audio, "--model", model, "--output", out, "--resume") == 0
@@ -180,6 +229,13 @@ def test_resume_after_partial_run(ray_local, trained, tmp_path, capsys):
         save_checkpoint(f, trained[2], trained[1], note="another model")
     assert run_job("--input", audio, "--model", str(other), "--output", out, "--resume") == 2
     assert "another model or settings" in capsys.readouterr().err
+    # a crash before the first part was written leaves only label_config.json: --resume labels everything
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    shutil.copy(os.path.join(out, "label_config.json"), crashed / "label_config.json")
+    assert run_job("--list", str(listing), "--model", model, "--output", str(crashed), "--resume") == 0
+    assert "0 files already labeled, 2 to go" in capsys.readouterr().out
+    assert pq.read_table(crashed / "files.parquet").column("status").to_pylist() == ["ok", "ok"]
 
 
 def test_s3_in_and_out(ray_local, trained, bucket, s3_server, capsys):
