@@ -394,6 +394,46 @@ class PartWriter:
         self.files, self.segs, self.n, self.t = [], [], self.n + 1, time.time()
 
 
+def collect(batches, todo: list[str], writer: PartWriter, classes, min_seconds: float, t0: float):
+    """Scored batches -> each file assembled and checkpointed once all its rows are in; returns (files,
+    errors, seconds of audio). Every file of todo ends with a row: one whose windows did not all come
+    back becomes an error row saying so, never a silent gap."""
+    pending: dict[str, list] = {}
+    n_done = n_err = 0
+    seconds, last_print = 0.0, time.time()
+
+    def finish(frow, srows):
+        nonlocal n_done, n_err, seconds
+        writer.add(frow, srows)
+        n_done += 1
+        n_err += frow["status"] != "ok"
+        seconds += frow["duration"] if frow["status"] == "ok" else 0.0
+
+    finished = set()
+    for batch in batches:
+        for r in batch.to_pylist():
+            rows = pending.setdefault(r["uri"], [])
+            rows.append(r)
+            n_rows = max(x["n_rows"] for x in rows)
+            if not n_rows or len(rows) < n_rows:
+                continue
+            finish(*assemble(pending.pop(r["uri"]), classes, min_seconds))
+            finished.add(r["uri"])
+        if time.time() - last_print > 10:
+            el = time.time() - t0
+            print(f"label: {n_done}/{len(todo)} files, {seconds / 3600:.3f} h of audio, {n_err} errors, "
+                  f"{el:.0f} s, {seconds / max(el, 1e-9):.1f}x realtime", flush=True)
+            last_print = time.time()
+    for uri in todo:
+        if uri not in finished:
+            got = len(pending.get(uri, []))
+            msg = (f"{uri}: only {got} of its windows came back" if got else f"{uri}: its windows") + \
+                " never came back from the workers"
+            finish({**dict.fromkeys(writer.schema.names), "uri": uri, "duration": 0.0, "windows": 0,
+                    "status": "error", "error": msg}, [])
+    return n_done, n_err, seconds
+
+
 # ------------------------------------------------------------------------------------------------
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -518,7 +558,6 @@ def main(argv=None) -> int:
     writer = PartWriter(out, s3, classes)
     n_done = n_err = 0
     seconds = 0.0
-    last_print = time.time()
     if todo:
         ctx = ray.data.DataContext.get_current()
         ctx.target_max_block_size = 4 * 1024 * 1024  # a few windows per block: hour-long files stream
@@ -532,24 +571,8 @@ def main(argv=None) -> int:
                                                    "exact_plain": a.plain},
                             compute=ActorPoolStrategy(size=n_actors), num_cpus=a.cpus_per_actor,
                             num_gpus=a.num_gpus_per_actor or None)
-        pending: dict[str, list] = {}
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for r in batch.to_pylist():
-                rows = pending.setdefault(r["uri"], [])
-                rows.append(r)
-                n_rows = max(x["n_rows"] for x in rows)
-                if not n_rows or len(rows) < n_rows:
-                    continue
-                frow, srows = assemble(pending.pop(r["uri"]), classes, a.min_segment_seconds)
-                writer.add(frow, srows)
-                n_done += 1
-                n_err += frow["status"] != "ok"
-                seconds += frow["duration"] if frow["status"] == "ok" else 0.0
-            if time.time() - last_print > 10:
-                el = time.time() - t0
-                print(f"label: {n_done}/{len(todo)} files, {seconds / 3600:.3f} h of audio, {n_err} errors, "
-                      f"{el:.0f} s, {seconds / max(el, 1e-9):.1f}x realtime", flush=True)
-                last_print = time.time()
+        n_done, n_err, seconds = collect(ds.iter_batches(batch_size=None, batch_format="pyarrow"), todo, writer,
+                                         classes, a.min_segment_seconds, t0)
     writer.flush()
     wall = time.time() - t0
 

@@ -145,6 +145,27 @@ def test_read_output_counts_every_file_and_segment_once(tmp_path):
     assert files.schema == fs_ and segs.schema == ss
 
 
+def test_a_file_whose_windows_never_come_back_is_an_error_row(tmp_path):
+    import pyarrow as pa
+
+    def row(uri, seq, final, n_rows):
+        return {"uri": uri, "seq": seq, "final": final, "n_rows": n_rows, "duration": 8.0, "status": "ok",
+                "error": None, "unit_start": [4.0 * seq], "unit_end": [4.0 * seq + 4], "probs": [0.8, 0.2]}
+
+    # a: both windows; b: its first window only (the final one is lost); c: nothing at all
+    batches = [pa.Table.from_pylist([row("a", 0, False, 0), row("b", 0, False, 0)], schema=job.SCORE_SCHEMA),
+               pa.Table.from_pylist([row("a", 1, True, 2)], schema=job.SCORE_SCHEMA)]
+    out = str(tmp_path / "o")
+    writer = job.PartWriter(out, None, ["music", "speech"])
+    n_done, n_err, seconds = job.collect(iter(batches), ["a", "b", "c"], writer, ["music", "speech"], 0.0, time.time())
+    writer.flush()
+    assert (n_done, n_err, seconds) == (3, 2, 8.0)
+    files = {r["uri"]: r for r in job.read_output(out)[0].to_pylist()}
+    assert files["a"]["status"] == "ok" and files["a"]["label"] == "music" and files["a"]["windows"] == 2
+    assert files["b"]["status"] == "error" and "only 1 of its windows came back" in files["b"]["error"]
+    assert files["c"]["status"] == "error" and files["c"]["error"] == "c: its windows never came back from the workers"
+
+
 def test_labels_clips_long_file_and_errors(ray_local, trained, tmp_path, capsys):
     model, cfg, _ = trained
     audio, out = str(tmp_path / "audio"), str(tmp_path / "labels")
