@@ -81,8 +81,8 @@ def featurize_files(batch: dict, cfg_dict: dict, s3: S3Options | None, errors_di
             x, info = storage.decode(str(uri), cfg.sample_rate, s3)
             wins, starts, durs = windows(x, cfg)
             index = featurize(wins, cfg.sample_rate, cfg).numpy()          # (n, n_mels, n_frames) uint8
-        except Exception as e:  # DecodeError, or anything a broken file makes a library raise
-            errors.append((str(uri), str(e) if isinstance(e, storage.DecodeError) else f"{uri}: {type(e).__name__}: {e}"))
+        except storage.DecodeError as e:  # a broken file; storage retried transient I/O, the rest is a bug: raise
+            errors.append((str(uri), str(e)))
             continue
         for i in range(len(wins)):
             rows["uri"].append(str(uri))

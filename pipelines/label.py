@@ -132,9 +132,8 @@ def window_rows(batch: dict, cfg_dict: dict, hop_seconds: float, s3: S3Options |
                         yield flush()
                 pending = (start, n, dur, featurize(x, cfg.sample_rate, cfg).numpy())
             add(uri, seq, True, *pending)
-        except Exception as e:  # DecodeError, or whatever a broken file makes a library raise
-            msg = str(e) if isinstance(e, storage.DecodeError) else f"{uri}: {type(e).__name__}: {e}"
-            add(uri, seq, True, 0.0, 0, 0.0, None, "error", msg)
+        except storage.DecodeError as e:  # a broken file; storage retried transient I/O, the rest is a bug: raise
+            add(uri, seq, True, 0.0, 0, 0.0, None, "error", str(e))
         if rows["uri"]:
             yield flush()
 
@@ -559,9 +558,10 @@ def main(argv=None) -> int:
     n_done = n_err = 0
     seconds = 0.0
     if todo:
-        ctx = ray.data.DataContext.get_current()
-        ctx.target_max_block_size = 4 * 1024 * 1024  # a few windows per block: hour-long files stream
         ds = ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=max(1, len(todo)))
+        # a few windows per block: hour-long files stream. On this dataset's own context (its successors
+        # share it and the planner reads it from there), not the process-wide one
+        ds.context.target_max_block_size = 4 * 1024 * 1024
         ds = ds.map_batches(window_rows, batch_size=1, batch_format="numpy", compute=TaskPoolStrategy(),
                             fn_kwargs={"cfg_dict": cfg.to_dict(), "hop_seconds": hop, "s3": s3},
                             num_cpus=a.decode_cpus)  # Ray Data SPREADs tasks by default

@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipelines.retry import PERMANENT, RetryingReader, retrying  # noqa: F401 (storage.retrying is the API)
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 LABELS = ("music", "speech")
 SPLITS = ("train", "test", "val")
@@ -109,8 +111,10 @@ def exists(uri: str, s3: S3Options | None = None) -> bool:
 
 
 def read_bytes(uri: str, s3: S3Options | None = None) -> bytes:
-    with get_fs(uri, s3).open(strip_scheme(uri), "rb") as f:
-        return f.read()
+    def once():
+        with get_fs(uri, s3).open(strip_scheme(uri), "rb") as f:
+            return f.read()
+    return retrying(once)
 
 
 def write_bytes(uri: str, data: bytes, s3: S3Options | None = None) -> None:
@@ -306,10 +310,10 @@ def decode_bytes(data: bytes, name: str, target_sr: int = 22050) -> tuple[np.nda
 def decode(uri: str, target_sr: int = 22050, s3: S3Options | None = None) -> tuple[np.ndarray, AudioInfo]:
     """The one decoding function: a local path or s3:// URI -> (mono float32 (T,) at target_sr, info)."""
     try:
-        data = read_bytes(uri, s3)
+        data = read_bytes(uri, s3)                       # transient errors retried, then they propagate
     except FileNotFoundError as e:
         raise DecodeError(f"{uri}: no such file") from e
-    except Exception as e:
+    except PERMANENT as e:
         raise DecodeError(f"{uri}: unreadable ({type(e).__name__}: {e})") from e
     return decode_bytes(data, uri, target_sr)
 
@@ -322,16 +326,17 @@ def iter_decoded_blocks(uri: str, block_seconds: float, target_sr: int = 22050, 
 
     fs = get_fs(uri, s3)
     try:
-        fobj = fs.open(strip_scheme(uri), "rb")
+        raw = retrying(lambda: fs.open(strip_scheme(uri), "rb"))  # transient errors retried, then propagate
     except FileNotFoundError as e:
         raise DecodeError(f"{uri}: no such file") from e
-    except Exception as e:
+    except PERMANENT as e:
         raise DecodeError(f"{uri}: unreadable ({type(e).__name__}: {e})") from e
-    with fobj:
+    with raw:
+        fobj = RetryingReader(raw)
         head = fobj.read(1 << 16)
         if len(head) == 0:
             raise DecodeError(f"{uri}: empty file (0 bytes)")
-        size = fs.size(strip_scheme(uri))
+        size = retrying(lambda: fs.size(strip_scheme(uri)))
 
         def read_at(pos, n):  # chunk headers beyond the first 64 KiB are read with a seek
             if pos + n <= len(head):
@@ -344,6 +349,8 @@ def iter_decoded_blocks(uri: str, block_seconds: float, target_sr: int = 22050, 
         try:
             f = sf.SoundFile(fobj)
         except Exception as e:
+            if fobj.error is not None:
+                raise fobj.error
             raise DecodeError(f"{uri}: not decodable audio ({type(e).__name__}: {e})") from e
         with f:
             sr, ch = f.samplerate, f.channels
@@ -360,7 +367,11 @@ def iter_decoded_blocks(uri: str, block_seconds: float, target_sr: int = 22050, 
                     f.seek(a)
                     x = f.read(block + ctx + (start - a), dtype="float32", always_2d=True)
                 except Exception as e:
+                    if fobj.error is not None:
+                        raise fobj.error
                     raise DecodeError(f"{uri}: decoding failed at {start / sr:.1f} s ({type(e).__name__}: {e})") from e
+                if fobj.error is not None:                         # a read that failed for good, not the file's end
+                    raise fobj.error
                 n = min(block, x.shape[0] - (start - a))           # new frames in this block
                 if n <= 0:
                     break

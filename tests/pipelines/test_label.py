@@ -166,6 +166,18 @@ def test_a_file_whose_windows_never_come_back_is_an_error_row(tmp_path):
     assert files["c"]["status"] == "error" and files["c"]["error"] == "c: its windows never came back from the workers"
 
 
+def test_a_bug_in_our_code_raises_instead_of_an_error_row(tmp_path):
+    good = write(str(tmp_path), "a.wav", wav_bytes(make_clip("music", 2.0, 1)))
+    bad = write(str(tmp_path), "bad.wav", b"RIFF not really")
+    # a valid FeatureConfig whose window is 0 samples makes featurize raise: our bug, not a bad file
+    with pytest.raises(ValueError, match="empty"):
+        list(job.window_rows({"uri": np.array([good])}, FeatureConfig(window_seconds=1e-9).to_dict(), 1e-9, None))
+    rows = [r for t in job.window_rows({"uri": np.array([bad, good])}, FeatureConfig(window_seconds=1.0).to_dict(),
+                                       1.0, None) for r in t.to_pylist()]
+    assert [(r["uri"], r["status"]) for r in rows if r["final"]] == [(bad, "error"), (good, "ok")]
+    assert "bad.wav" in rows[0]["error"]
+
+
 def test_labels_clips_long_file_and_errors(ray_local, trained, tmp_path, capsys):
     model, cfg, _ = trained
     audio, out = str(tmp_path / "audio"), str(tmp_path / "labels")
@@ -261,6 +273,7 @@ def test_resume_after_partial_run(ray_local, trained, tmp_path, capsys):
 
 def test_s3_in_and_out(ray_local, trained, bucket, s3_server, capsys):
     model, _, _ = trained
+    block_size = ray_local.data.DataContext.get_current().target_max_block_size
     s3 = storage.S3Options.from_env()
     for k, kind in enumerate(["music", "speech", "music"]):
         storage.write_bytes(f"s3://{bucket}/in/{kind}{k}.wav", wav_bytes(make_clip(kind, 4.0, 600 + k)), s3)
@@ -276,6 +289,8 @@ def test_s3_in_and_out(ray_local, trained, bucket, s3_server, capsys):
     assert files[f"s3://{bucket}/in/bad.wav"]["status"] == "error"
     assert storage.read_table(f"{out}/segments.parquet", s3).num_rows >= 3
     assert storage.exists(f"{out}/_SUCCESS.json", s3)
+    # the job set its block size on its own dataset's context, not on this process's
+    assert ray_local.data.DataContext.get_current().target_max_block_size == block_size
 
 
 def test_bad_inputs_exit_2_naming_them(ray_local, trained, tmp_path, capsys):
