@@ -227,12 +227,12 @@ def test_transient_s3_failures_are_retried_then_raised(bucket, s3_server, monkey
     assert k >= 1 and is_transient(e.value), (k, e.value)
     # the store away for exactly those K connections: storage's read path retries and gets the file
     proxy.drop, proxy.dropped = k, 0
-    assert storage.read_bytes(uri, via) == data and proxy.dropped == k
+    assert storage.read_bytes(uri, via) == data and proxy.dropped == k, (k, proxy.dropped)
     proxy.drop, proxy.dropped = k, 0
-    assert sum(len(b[1]) for b in iter_decoded_blocks(uri, 1.0, 22050, via)) == 2 * 22050
+    assert sum(len(b[1]) for b in iter_decoded_blocks(uri, 1.0, 22050, via)) == 2 * 22050 and proxy.dropped == k
     # the store away for good: the error propagates as it is (the job fails), not as a DecodeError (a bad file)
     proxy.drop, proxy.dropped = 10**6, 0
     with pytest.raises(Exception) as e:
         decode(uri, 22050, via)
-    assert not isinstance(e.value, DecodeError) and is_transient(e.value)
-    assert proxy.dropped > k                                       # retried beyond one call below
+    assert not isinstance(e.value, DecodeError) and is_transient(e.value), repr(e.value)
+    assert proxy.dropped > k, (k, proxy.dropped)                   # retried beyond one call below
