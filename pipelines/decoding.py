@@ -55,18 +55,27 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(x)), orig_sr, target_sr).numpy()
 
 
-def check_wav_truncation(head: bytes, size: int, name: str) -> None:
-    """libsndfile silently reads what is there of a WAV cut short; compare the header (in the file's
-    first bytes, `head`) with the file's size instead."""
+def check_wav_truncation(read_at, size: int, name: str) -> None:
+    """libsndfile silently reads what is there of a WAV cut short: raise DecodeError when a WAV/RF64's
+    data chunk declares more bytes than the file holds. read_at(pos, n) returns n bytes at pos (fewer at
+    the end): only the chunk headers are read, so files of any size (RF64: the size from its ds64 chunk)."""
+    head = read_at(0, 12)
     if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
         return
-    pos = 12
-    while pos + 8 <= len(head):
-        cid, n = head[pos:pos + 4], struct.unpack("<I", head[pos + 4:pos + 8])[0]
+    pos, ds64 = 12, None
+    while pos + 8 <= size:
+        chunk = read_at(pos, 8)
+        if len(chunk) < 8:
+            return
+        cid, n = chunk[:4], struct.unpack("<I", chunk[4:8])[0]
+        if cid == b"ds64":                                  # RF64: the 64-bit sizes live here
+            body = read_at(pos + 8, 16)
+            ds64 = struct.unpack("<Q", body[8:16])[0] if len(body) == 16 else None
         if cid == b"data":
+            declared = ds64 if n == 0xFFFFFFFF and ds64 is not None else n
             have = size - pos - 8
-            if n < 0xFFFFFF00 and n > have:  # 0xFFFFFFFF / RF64: size lives elsewhere
-                raise DecodeError(f"{name}: truncated WAV: header declares {n} bytes of audio, file holds {have}")
+            if (declared < 0xFFFFFF00 or ds64 is not None) and declared > have:  # 0xFFFFFFFF: size unknown
+                raise DecodeError(f"{name}: truncated WAV: header declares {declared} bytes of audio, file holds {have}")
             return
         pos += 8 + n + (n & 1)
 
@@ -171,7 +180,14 @@ def open_source(fobj, name: str) -> _Opened:
     if len(head) == 0:
         raise DecodeError(f"{name}: empty file (0 bytes)")
     size = fobj.seek(0, 2)
-    check_wav_truncation(head, size, name)
+
+    def read_at(pos, n):                                   # chunk headers past the head: one seek each
+        if pos + n <= len(head):
+            return head[pos:pos + n]
+        fobj.seek(pos)
+        return fobj.read(n)
+
+    check_wav_truncation(read_at, size, name)
     fobj.seek(0)
     try:
         return _Opened(_SndfileSource(sf.SoundFile(fobj)))

@@ -132,10 +132,10 @@ def featurize_files(batch: pa.Table, cfg_dict: dict, aug_dict: dict, banks: dict
                 if len(rows["uri"]) >= rows_per_yield:
                     yield flush()
                     mark = 0
-        except Exception as e:  # DecodeError, or anything a broken file makes a library raise
+        except storage.DecodeError as e:  # a broken file; storage retried transient I/O, the rest is a bug: raise
             for v in rows.values():
                 del v[mark:]                                  # this file's rows not yet yielded
-            errors.append((uri, str(e) if isinstance(e, storage.DecodeError) else f"{uri}: {type(e).__name__}: {e}"))
+            errors.append((uri, str(e)))
     if errors:
         err = pa.table({"uri": [u for u, _ in errors], "error": [m for _, m in errors]}, schema=ERROR_SCHEMA)
         storage.write_table(storage.join(errors_dir, f"{uuid.uuid4().hex}.parquet"), err, s3)

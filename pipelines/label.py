@@ -112,9 +112,8 @@ def window_rows(batch: dict, cfg_dict: dict, hop_seconds: float, s3: S3Options |
                         yield flush()
                 pending = (w.start, w.n, w.seconds, featurize(w.samples, cfg.sample_rate, cfg).numpy())
             add(uri, seq, True, *pending, quiet=level.intervals() if silence[1] > 0 else ())
-        except Exception as e:  # DecodeError, or whatever a broken file makes a library raise
-            msg = str(e) if isinstance(e, storage.DecodeError) else f"{uri}: {type(e).__name__}: {e}"
-            add(uri, seq, True, 0.0, 0, 0.0, None, "error", msg)
+        except storage.DecodeError as e:  # a broken file; storage retried transient I/O, the rest is a bug: raise
+            add(uri, seq, True, 0.0, 0, 0.0, None, "error", str(e))
         if rows["uri"]:
             yield flush()
 
@@ -241,27 +240,44 @@ def _read_dir(uri: str, s3, schema) -> pa.Table:
     return t.cast(schema) if t.num_rows else schema.empty_table()
 
 
+def _ls(uri: str, s3) -> list[str]:
+    """The entries of a folder/prefix as sorted URIs ([] when it does not exist)."""
+    if not storage.exists(uri, s3):
+        return []
+    names = storage.get_fs(uri, s3).ls(storage.strip_scheme(uri), detail=False)
+    return sorted(("s3://" + n) if storage.is_s3(uri) else n for n in names)
+
+
+def _tagged(uri: str, s3, schema, src: int) -> pa.Table:
+    t = _read_dir(uri, s3, schema)
+    return t.append_column("src", pa.array(np.full(t.num_rows, src, np.int64)))
+
+
 def read_output(out: str, s3: S3Options | None = None, classes=("music", "speech")) -> tuple[pa.Table, pa.Table]:
     """(files, segments) of an output: the final tables plus the parts of runs not yet consolidated; for
-    a file labeled more than once (an error retried by --resume), the latest row wins."""
+    a file labeled more than once (an error retried by --resume), the latest row wins. Exactly once: a
+    file's segments come only from the source (final tables, or one run's part NNNNN) of its winning
+    row, so parts left beside the final tables by a crash before their removal count once, and a
+    segments part whose files part was never written (a crash between the two) counts not at all."""
     fs_ = file_schema(classes)
-    files = [_read_dir(storage.join(out, "files.parquet"), s3, fs_)]
-    segs = [_read_dir(storage.join(out, "segments.parquet"), s3, SEGMENT_SCHEMA)]
-    parts = storage.join(out, "parts")
-    if storage.exists(parts, s3):
-        fsys = storage.get_fs(parts, s3)
-        for run in sorted(fsys.ls(storage.strip_scheme(parts), detail=False)):
-            run_uri = ("s3://" + run) if storage.is_s3(out) else run
-            files.append(_read_dir(storage.join(run_uri, "files"), s3, fs_))
-            segs.append(_read_dir(storage.join(run_uri, "segments"), s3, SEGMENT_SCHEMA))
+    files = [_tagged(storage.join(out, "files.parquet"), s3, fs_, 0)]
+    segs = [_tagged(storage.join(out, "segments.parquet"), s3, SEGMENT_SCHEMA, 0)]
+    for run in _ls(storage.join(out, "parts"), s3):
+        for fpart in _ls(storage.join(run, "files"), s3):            # sorted: later parts win
+            if not fpart.endswith(".parquet"):                      # a temp file a crash left mid-write
+                continue
+            name = fpart.rsplit("/", 1)[-1]
+            files.append(_tagged(fpart, s3, fs_, len(files)))
+            segs.append(_tagged(storage.join(run, "segments", name), s3, SEGMENT_SCHEMA, len(segs)))
     files, segs = pa.concat_tables(files), pa.concat_tables(segs)
     latest = {}
     for i, u in enumerate(files.column("uri").to_pylist()):
         latest[u] = i
-    files = files.take(sorted(latest.values()))
-    ok = files.filter(pc.equal(files.column("status"), "ok")).column("uri")
-    segs = segs.filter(pc.is_in(segs.column("uri"), ok))
-    return files.sort_by("uri"), segs.sort_by([("uri", "ascending"), ("start", "ascending")])
+    files = files.take(pa.array(sorted(latest.values()), pa.int64()))
+    ok = files.filter(pc.equal(files.column("status"), "ok")).select(["uri", "src"])
+    segs = segs.join(ok, keys=["uri", "src"], join_type="inner")
+    return (files.drop_columns(["src"]).sort_by("uri"),
+            segs.select(SEGMENT_SCHEMA.names).sort_by([("uri", "ascending"), ("start", "ascending")]))
 
 
 class PartWriter:
@@ -287,6 +303,43 @@ class PartWriter:
         storage.write_table(storage.join(self.dir, "segments", name), seg, self.s3)
         storage.write_table(storage.join(self.dir, "files", name), pa.Table.from_pylist(self.files, schema=self.schema), self.s3)
         self.files, self.segs, self.n, self.t = [], [], self.n + 1, time.time()
+
+
+def collect(batches, todo: list[str], writer: PartWriter, classes, min_seconds: float, progress=None):
+    """Scored batches -> each file assembled and checkpointed once all its rows are in; returns (files,
+    errors, seconds of audio). Every file of todo ends with a row: one whose windows did not all come
+    back becomes an error row saying so, never a silent gap."""
+    pending: dict[str, list] = {}
+    n_done = n_err = 0
+    seconds = 0.0
+
+    def finish(frow, srows):
+        nonlocal n_done, n_err, seconds
+        writer.add(frow, srows)
+        n_done += 1
+        n_err += frow["status"] != "ok"
+        seconds += frow["duration"] if frow["status"] == "ok" else 0.0
+
+    finished = set()
+    for batch in batches:
+        for r in batch.to_pylist():
+            rows = pending.setdefault(r["uri"], [])
+            rows.append(r)
+            n_rows = max(x["n_rows"] for x in rows)
+            if not n_rows or len(rows) < n_rows:
+                continue
+            finish(*assemble(pending.pop(r["uri"]), classes, min_seconds))
+            finished.add(r["uri"])
+        if progress is not None:
+            progress.update(n_done, seconds, n_err)
+    for uri in todo:
+        if uri not in finished:
+            got = len(pending.get(uri, []))
+            msg = (f"{uri}: only {got} of its windows came back" if got else f"{uri}: its windows") + \
+                " never came back from the workers"
+            finish({**dict.fromkeys(writer.schema.names), "uri": uri, "duration": 0.0, "windows": 0,
+                    "status": "error", "error": msg}, [])
+    return n_done, n_err, seconds
 
 
 # ------------------------------------------------------------------------------------------------
@@ -433,10 +486,11 @@ def main(argv=None) -> int:
     seconds = 0.0
     progress = console.Progress("label", len(todo))
     if todo:
-        ctx = ray.data.DataContext.get_current()
-        ctx.target_max_block_size = 4 * 1024 * 1024  # a few windows per block: hour-long files stream
         ds = console.quiet(ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=max(1, len(todo))),
                            a.verbose)
+        # a few windows per block: hour-long files stream. On this dataset's own context (its successors
+        # share it and the planner reads it from there), not the process-wide one
+        ds.context.target_max_block_size = 4 * 1024 * 1024
         ds = ds.map_batches(window_rows, batch_size=1, batch_format="numpy", compute=TaskPoolStrategy(),
                             fn_kwargs={"cfg_dict": cfg.to_dict(), "hop_seconds": hop, "s3": s3,
                                        "silence": (a.silence_db, a.silence_min_seconds)},
@@ -447,20 +501,8 @@ def main(argv=None) -> int:
                                                    "exact_plain": a.plain},
                             compute=ActorPoolStrategy(size=n_actors), num_cpus=a.cpus_per_actor,
                             num_gpus=a.num_gpus_per_actor or None)
-        pending: dict[str, list] = {}
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for r in batch.to_pylist():
-                rows = pending.setdefault(r["uri"], [])
-                rows.append(r)
-                n_rows = max(x["n_rows"] for x in rows)
-                if not n_rows or len(rows) < n_rows:
-                    continue
-                frow, srows = assemble(pending.pop(r["uri"]), classes, a.min_segment_seconds)
-                writer.add(frow, srows)
-                n_done += 1
-                n_err += frow["status"] != "ok"
-                seconds += frow["duration"] if frow["status"] == "ok" else 0.0
-            progress.update(n_done, seconds, n_err)
+        n_done, n_err, seconds = collect(ds.iter_batches(batch_size=None, batch_format="pyarrow"), todo, writer,
+                                         classes, a.min_segment_seconds, progress)
         progress.close()
     writer.flush()
     wall = time.time() - t0

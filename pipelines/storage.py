@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from pipelines import decoding
 from pipelines.decoding import AudioInfo, DecodeError, resample  # noqa: F401  (part of storage's API)
+from pipelines.retry import PERMANENT, RetryingReader, retrying  # noqa: F401 (storage.retrying is the API)
 
 AUDIO_EXTENSIONS = decoding.EXTENSIONS      # what the listers take unless told (--extensions)
 EXTENSIONS_ARG = ",".join(e.lstrip(".") for e in AUDIO_EXTENSIONS)          # the jobs' --extensions default
@@ -48,6 +49,14 @@ class S3Options:
     secret: str | None = None
     token: str | None = None
     region: str | None = None
+
+    def __repr__(self) -> str:
+        # it travels in Ray task arguments and train_loop_config, which Ray may print or log: never show
+        # the secret or the token, and only the last 4 characters of the key
+        def mask(v, tail=0):
+            return None if v is None else "***" + (v[-tail:] if tail and len(v) > 2 * tail else "")
+        return (f"S3Options(endpoint_url={self.endpoint_url!r}, key={mask(self.key, 4)!r}, "
+                f"secret={mask(self.secret)!r}, token={mask(self.token)!r}, region={self.region!r})")
 
     @classmethod
     def from_env(cls, endpoint_url: str | None = None) -> "S3Options":
@@ -103,8 +112,10 @@ def exists(uri: str, s3: S3Options | None = None) -> bool:
 
 
 def read_bytes(uri: str, s3: S3Options | None = None) -> bytes:
-    with get_fs(uri, s3).open(strip_scheme(uri), "rb") as f:
-        return f.read()
+    def once():
+        with get_fs(uri, s3).open(strip_scheme(uri), "rb") as f:
+            return f.read()
+    return retrying(once)
 
 
 def write_bytes(uri: str, data: bytes, s3: S3Options | None = None) -> None:
@@ -246,12 +257,15 @@ def read_manifest(uri: str, s3: S3Options | None = None) -> list[dict]:
 # ------------------------------------------------------------------------------------------------
 # decoding (pipelines/decoding.py decodes file objects; here they are opened, local or s3://)
 
-def _open_audio(uri: str, s3: S3Options | None):
+def _open_audio(uri: str, s3: S3Options | None) -> RetryingReader:
+    """The file, its reads retrying transient errors (missing or forbidden files are DecodeErrors; a
+    transient error that outlasts the retries propagates: the job fails rather than calling it bad audio)."""
+    fs = get_fs(uri, s3)
     try:
-        return get_fs(uri, s3).open(strip_scheme(uri), "rb")
+        return RetryingReader(retrying(lambda: fs.open(strip_scheme(uri), "rb")))
     except FileNotFoundError as e:
         raise DecodeError(f"{uri}: no such file") from e
-    except Exception as e:
+    except PERMANENT as e:
         raise DecodeError(f"{uri}: unreadable ({type(e).__name__}: {e})") from e
 
 
@@ -266,7 +280,13 @@ def decode(uri: str, target_sr: int = 22050, s3: S3Options | None = None) -> tup
     never decoded, nor the file loaded whole); only the decoded mono audio is held. Raises DecodeError
     naming the file for missing, empty, truncated, non-audio or audio-less input."""
     with _open_audio(uri, s3) as f:
-        return decoding.decode_stream(f, uri, target_sr)
+        try:
+            out = decoding.decode_stream(f, uri, target_sr)
+        except DecodeError:
+            f.raise_error()                                  # a read that failed for good, not a broken file
+            raise
+        f.raise_error()
+        return out
 
 
 def iter_decoded_blocks(uri: str, block_seconds: float, target_sr: int = 22050, s3: S3Options | None = None):
@@ -275,7 +295,14 @@ def iter_decoded_blocks(uri: str, block_seconds: float, target_sr: int = 22050, 
     Blocks concatenate to decode()'s samples (up to the resampler's float rounding). For files that FFmpeg
     decodes, info.frames is estimated from the stated duration (decode() gives the exact count)."""
     with _open_audio(uri, s3) as f:
-        yield from decoding.iter_blocks(f, uri, block_seconds, target_sr)
+        try:
+            for block in decoding.iter_blocks(f, uri, block_seconds, target_sr):
+                f.raise_error()
+                yield block
+        except DecodeError:
+            f.raise_error()
+            raise
+        f.raise_error()
 
 
 # ------------------------------------------------------------------------------------------------

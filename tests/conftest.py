@@ -2,6 +2,7 @@
 server mode), and generated audio. Every process gets the same RAY_AUTH_MODE."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -73,18 +74,31 @@ def bucket(s3_server):
     return name
 
 
-def _ray_processes() -> list[int]:
-    """PIDs of this machine's Ray processes (by command line)."""
-    pids = []
+def _stat(pid) -> list[str]:
+    """/proc/PID/stat fields after the command name: state, ppid, pgrp, session, ..."""
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+
+
+def cluster_processes(sessions: set[int], temp_dir: str) -> set[int]:
+    """PIDs of the processes a test cluster consists of, never anyone else's Ray: those in the sessions of
+    its own `ray start` commands (every process they launch inherits the session; Ray's workers only
+    take a process group of their own), plus any process whose command line names the cluster's own
+    temp dir (gcs_server, raylet, the dashboard and log monitor get it or its session dir) and their
+    descendants, in case one left the session."""
+    names_it = re.compile(re.escape(temp_dir.encode()) + rb"(/|\x00|$)").search   # not .../raycluster10 for ...1
+    procs = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
-                cmd = open(f"/proc/{d}/cmdline", "rb").read()
-            except OSError:
+                procs[int(d)] = (int(_stat(d)[3]), bool(names_it(open(f"/proc/{d}/cmdline", "rb").read())))
+            except (OSError, IndexError, ValueError):
                 continue
-            if b"ray" in cmd and int(d) != os.getpid():
-                pids.append(int(d))
-    return pids
+    # each `ray start` has exited: a live leader of one of these sessions got its pid reused -> not ours
+    ours = {sid for sid in sessions if procs.get(sid, (None,))[0] != sid}
+    found = {p for p, (sid, names_tmp) in procs.items() if sid in ours or names_tmp} - {os.getpid()}
+    for p in list(found):
+        found |= _descendants(p)
+    return found - {os.getpid()}
 
 
 def _descendants(root: int) -> set[int]:
@@ -92,7 +106,7 @@ def _descendants(root: int) -> set[int]:
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
-                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+                ppid = int(_stat(d)[1])
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(d))
@@ -107,7 +121,7 @@ def _descendants(root: int) -> set[int]:
 
 def _alive(pid: int) -> bool:
     try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+        return _stat(pid)[0] != "Z"
     except OSError:
         return False
 
@@ -136,23 +150,31 @@ def ray_cluster(tmp_path_factory):
     ray = os.path.join(BIN, "ray")
     port, dash = free_port(), free_port()
     tmp = str(tmp_path_factory.mktemp("raycluster"))
-    before = set(_ray_processes())
     common = ["--num-cpus=2", "--object-store-memory=200000000", "--disable-usage-stats"]
+    sessions: set[int] = set()
 
     def own_ports():  # each node's agents on free ports: the session's other Ray holds the defaults
         return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
                 f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
 
-    subprocess.run([ray, "start", "--head", f"--port={port}", *own_ports(),
-                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
-                    f"--temp-dir={tmp}", *common], env=env, check=True, capture_output=True)
+    def ray_start(*args):  # in a session of its own, whose id (its pid) names everything it launches
+        p = subprocess.Popen([ray, "start", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             start_new_session=True)
+        sessions.add(p.pid)
+        out, err = p.communicate()
+        if p.returncode:
+            raise subprocess.CalledProcessError(p.returncode, p.args, out, err)
+
     try:
-        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", *own_ports(), *common],
-                       env=env, check=True, capture_output=True)
+        ray_start("--head", f"--port={port}", *own_ports(), "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+                  "--include-dashboard=true", f"--temp-dir={tmp}", *common)
+        ray_start(f"--address=127.0.0.1:{port}", *own_ports(), *common)
         yield f"http://127.0.0.1:{dash}", f"127.0.0.1:{port}", env
     finally:
-        stop_processes(set(_ray_processes()) - before - _descendants(os.getpid()))
+        stop_processes(cluster_processes(sessions, tmp))
+        left = {p for p in cluster_processes(sessions, tmp) if _alive(p)}
         shutil.rmtree(tmp, ignore_errors=True)
+        assert not left, f"the test cluster's processes survived SIGKILL: {sorted(left)}"
 
 
 def submit_job(dashboard: str, env: dict, entrypoint: list, timeout: float = 600) -> subprocess.CompletedProcess:

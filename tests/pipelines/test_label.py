@@ -1,6 +1,7 @@
 """label end to end on real parts: a small checkpoint trained here on generated audio, local Ray, moto S3."""
 
 import os
+import shutil
 import time
 
 import numpy as np
@@ -114,6 +115,81 @@ def test_timeline_and_segments():
     assert segs[0][3] == pytest.approx((6 * 0.9 + 0.2) / 7)
 
 
+def _frow(uri, status="ok", label="music"):
+    ok = status == "ok"
+    return {"uri": uri, "duration": 4.0, "label": label if ok else None, "confidence": 0.9 if ok else None,
+            "fraction_music": 1.0 if ok else None, "fraction_speech": 0.0 if ok else None, "windows": 1,
+            "status": status, "error": None if ok else f"{uri}: broken"}
+
+
+def _put(out, rel, rows, schema):
+    import pyarrow as pa
+
+    storage.write_table(os.path.join(out, rel), pa.Table.from_pylist(rows, schema=schema))
+
+
+def test_read_output_counts_every_file_and_segment_once(tmp_path):
+    out = str(tmp_path / "o")
+    fs_, ss = job.file_schema(["music", "speech"]), job.SEGMENT_SCHEMA
+    # a crash before the first part: only label_config.json -> empty typed tables, not an Arrow error
+    os.makedirs(out)
+    storage.write_json(os.path.join(out, "label_config.json"), {})
+    files, segs = job.read_output(out)
+    assert (files.num_rows, segs.num_rows) == (0, 0) and files.schema == fs_ and segs.schema == ss
+    os.makedirs(os.path.join(out, "parts", "20260101-000000-aaaaaa", "files"))    # a run dir, no part yet
+    assert job.read_output(out)[0].num_rows == 0
+
+    seg = lambda u, a, b: {"uri": u, "start": a, "end": b, "label": "music", "probability": 0.9}  # noqa: E731
+    run1, run2 = os.path.join("parts", "20260101-000000-aaaaaa"), os.path.join("parts", "20260102-000000-bbbbbb")
+    # run 1: a and b ok, c an error; consolidated into the final tables, then a crash before parts/ was removed
+    _put(out, f"{run1}/segments/00000.parquet", [seg("a", 0, 4), seg("b", 0, 2), seg("b", 2, 4)], ss)
+    _put(out, f"{run1}/files/00000.parquet", [_frow("a"), _frow("b"), _frow("c", "error")], fs_)
+    _put(out, "segments.parquet", [seg("a", 0, 4), seg("b", 0, 2), seg("b", 2, 4)], ss)
+    _put(out, "files.parquet", [_frow("a"), _frow("b"), _frow("c", "error")], fs_)
+    # run 2 (--resume): c retried and ok in part 0; part 1 crashed between its segments and files writes
+    _put(out, f"{run2}/segments/00000.parquet", [seg("c", 0, 1), seg("c", 1, 4)], ss)
+    _put(out, f"{run2}/files/00000.parquet", [_frow("c")], fs_)
+    _put(out, f"{run2}/segments/00001.parquet", [seg("d", 0, 4), seg("a", 0, 4)], ss)
+    open(os.path.join(out, run2, "files", "00001.parquet.tmp-123"), "wb").write(b"half a parquet file")
+    files, segs = job.read_output(out)
+    assert [(r["uri"], r["status"]) for r in files.to_pylist()] == [("a", "ok"), ("b", "ok"), ("c", "ok")]
+    assert [(r["uri"], r["start"]) for r in segs.to_pylist()] == [("a", 0), ("b", 0), ("b", 2), ("c", 0), ("c", 1)]
+    assert files.schema == fs_ and segs.schema == ss
+
+
+def test_a_file_whose_windows_never_come_back_is_an_error_row(tmp_path):
+    import pyarrow as pa
+
+    def row(uri, seq, final, n_rows):
+        return {"uri": uri, "seq": seq, "final": final, "n_rows": n_rows, "duration": 8.0, "status": "ok",
+                "error": None, "unit_start": [4.0 * seq], "unit_end": [4.0 * seq + 4], "probs": [0.8, 0.2]}
+
+    # a: both windows; b: its first window only (the final one is lost); c: nothing at all
+    batches = [pa.Table.from_pylist([row("a", 0, False, 0), row("b", 0, False, 0)], schema=job.SCORE_SCHEMA),
+               pa.Table.from_pylist([row("a", 1, True, 2)], schema=job.SCORE_SCHEMA)]
+    out = str(tmp_path / "o")
+    writer = job.PartWriter(out, None, ["music", "speech"])
+    n_done, n_err, seconds = job.collect(iter(batches), ["a", "b", "c"], writer, ["music", "speech"], 0.0, time.time())
+    writer.flush()
+    assert (n_done, n_err, seconds) == (3, 2, 8.0)
+    files = {r["uri"]: r for r in job.read_output(out)[0].to_pylist()}
+    assert files["a"]["status"] == "ok" and files["a"]["label"] == "music" and files["a"]["windows"] == 2
+    assert files["b"]["status"] == "error" and "only 1 of its windows came back" in files["b"]["error"]
+    assert files["c"]["status"] == "error" and files["c"]["error"] == "c: its windows never came back from the workers"
+
+
+def test_a_bug_in_our_code_raises_instead_of_an_error_row(tmp_path):
+    good = write(str(tmp_path), "a.wav", wav_bytes(make_clip("music", 2.0, 1)))
+    bad = write(str(tmp_path), "bad.wav", b"RIFF not really")
+    # a valid FeatureConfig whose window is 0 samples makes featurize raise: our bug, not a bad file
+    with pytest.raises(ValueError, match="empty"):
+        list(job.window_rows({"uri": np.array([good])}, FeatureConfig(window_seconds=1e-9).to_dict(), 1e-9, None))
+    rows = [r for t in job.window_rows({"uri": np.array([bad, good])}, FeatureConfig(window_seconds=1.0).to_dict(),
+                                       1.0, None) for r in t.to_pylist()]
+    assert [(r["uri"], r["status"]) for r in rows if r["final"]] == [(bad, "error"), (good, "ok")]
+    assert "bad.wav" in rows[0]["error"]
+
+
 def test_labels_clips_long_file_and_errors(ray_local, trained, tmp_path, capsys):
     model, cfg, _ = trained
     audio, out = str(tmp_path / "audio"), str(tmp_path / "labels")
@@ -173,16 +249,22 @@ def test_resume_after_partial_run(ray_local, trained, tmp_path, capsys):
     listing = tmp_path / "first.csv"
     listing.write_text("path\n" + "\n".join(uris[:2]) + "\n")
     assert run_job("--list", str(listing), "--model", model, "--output", out) == 0
+    first_segs = pq.read_table(os.path.join(out, "segments.parquet")).num_rows
+    # ... after consolidating, before removing its parts: both the final tables and the parts remain
     os.remove(os.path.join(out, "_SUCCESS.json"))
     part = os.path.join(out, "parts", "crashed")
     for name in ("files", "segments"):
-        os.renames(os.path.join(out, f"{name}.parquet"), os.path.join(part, name, "00000.parquet"))
+        os.makedirs(os.path.join(part, name))
+        shutil.copy(os.path.join(out, f"{name}.parquet"), os.path.join(part, name, "00000.parquet"))
     capsys.readouterr()
     assert run_job("--input", audio, "--model", model, "--output", out, "--resume") == 0
     printed = capsys.readouterr().out
     assert "2 files already labeled, 2 to go" in printed and "label: done: 2 files" in printed
     got = pq.read_table(os.path.join(out, "files.parquet")).to_pylist()
     assert sorted(r["uri"] for r in got) == sorted(uris)
+    segs = pq.read_table(os.path.join(out, "segments.parquet")).to_pylist()
+    assert len({(r["uri"], r["start"]) for r in segs}) == len(segs)                 # nothing doubled
+    assert sum(r["uri"] in uris[:2] for r in segs) == first_segs
     assert [r["label"] for r in sorted(got, key=lambda r: r["uri"])] == ["music", "music", "speech", "speech"]
     # --resume with nothing new labels nothing; another model is refused
     assert run_job("--input", audio, "--model", model, "--output", out, "--resume") == 0
@@ -192,10 +274,18 @@ def test_resume_after_partial_run(ray_local, trained, tmp_path, capsys):
         save_checkpoint(f, trained[2], trained[1], note="another model")
     assert run_job("--input", audio, "--model", str(other), "--output", out, "--resume") == 2
     assert "another model or settings" in capsys.readouterr().err
+    # a crash before the first part was written leaves only label_config.json: --resume labels everything
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    shutil.copy(os.path.join(out, "label_config.json"), crashed / "label_config.json")
+    assert run_job("--list", str(listing), "--model", model, "--output", str(crashed), "--resume") == 0
+    assert "0 files already labeled, 2 to go" in capsys.readouterr().out
+    assert pq.read_table(crashed / "files.parquet").column("status").to_pylist() == ["ok", "ok"]
 
 
 def test_s3_in_and_out(ray_local, trained, bucket, s3_server, capsys):
     model, _, _ = trained
+    block_size = ray_local.data.DataContext.get_current().target_max_block_size
     s3 = storage.S3Options.from_env()
     for k, kind in enumerate(["music", "speech", "music"]):
         storage.write_bytes(f"s3://{bucket}/in/{kind}{k}.wav", wav_bytes(make_clip(kind, 4.0, 600 + k)), s3)
@@ -211,6 +301,8 @@ def test_s3_in_and_out(ray_local, trained, bucket, s3_server, capsys):
     assert files[f"s3://{bucket}/in/bad.wav"]["status"] == "error"
     assert storage.read_table(f"{out}/segments.parquet", s3).num_rows >= 3
     assert storage.exists(f"{out}/_SUCCESS.json", s3)
+    # the job set its block size on its own dataset's context, not on this process's
+    assert ray_local.data.DataContext.get_current().target_max_block_size == block_size
 
 
 def test_bad_inputs_exit_2_naming_them(ray_local, trained, tmp_path, capsys):

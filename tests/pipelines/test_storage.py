@@ -201,3 +201,133 @@ def test_extensions_narrow_or_widen_the_listing(tmp_path):
     assert storage.list_audio(str(tmp_path / "notes.txt"), extensions=(".wav",)) == [str(tmp_path / "notes.txt")]
     with pytest.raises(ValueError, match="no file extension"):
         storage.parse_extensions(" , ")
+def test_s3_options_never_show_the_secret():
+    import pickle
+
+    o = storage.S3Options(endpoint_url="http://127.0.0.1:9", key="AKIAEXAMPLEKEY1234", secret="s3cr3t-Value/xyz",
+                          token="session-token-abc", region="us-east-1")
+    for text in (repr(o), str(o), f"{o}", repr({"s3": o}), str([o])):
+        assert "s3cr3t-Value/xyz" not in text and "session-token-abc" not in text and "AKIAEXAMPLEKEY" not in text
+        assert "http://127.0.0.1:9" in text and "1234" in text and "us-east-1" in text
+    back = pickle.loads(pickle.dumps(o))
+    assert back == o and back.secret == "s3cr3t-Value/xyz" and back.token == "session-token-abc"
+    with pytest.raises(AttributeError):
+        o.secret = "x"  # frozen
+    assert "secret=None" in repr(storage.S3Options())
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "RF64"])
+def test_streaming_refuses_truncated_wav_of_any_size(tmp_path, fmt):
+    # 10 s of 16-bit audio (441 kB): the cut falls far beyond the first 64 KiB that are read eagerly
+    x = make_clip("music", 10.0, 3)
+    p = tmp_path / f"cut.{fmt.lower()}"
+    sf.write(p, x, 22050, format=fmt, subtype="PCM_16")
+    data = p.read_bytes()
+    assert len(data) > 400_000
+    blocks = list(iter_decoded_blocks(str(p), 2.0))              # whole: fine
+    assert sum(len(b[1]) for b in blocks) == len(x)
+    p.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(DecodeError, match="truncated WAV") as e:
+        list(iter_decoded_blocks(str(p), 2.0))
+    assert str(p) in str(e.value)
+    with pytest.raises(DecodeError, match="truncated WAV"):
+        decode(str(p))
+
+
+def test_retrying_retries_transient_errors_only():
+    from pipelines.retry import retrying
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) <= 2:
+            raise ConnectionResetError("connection reset by peer")
+        return "data"
+    assert retrying(flaky, attempts=4, base_delay=0.01) == "data" and len(calls) == 3
+    for exc in (FileNotFoundError("gone"), PermissionError("denied"), ValueError("our bug")):
+        calls.clear()
+
+        def fails(exc=exc):
+            calls.append(1)
+            raise exc
+        with pytest.raises(type(exc)):
+            retrying(fails, attempts=4, base_delay=0.01)
+        assert len(calls) == 1                                       # not retried
+    calls.clear()
+    with pytest.raises(TimeoutError):
+        retrying(lambda: calls.append(1) or (_ for _ in ()).throw(TimeoutError("slow")), attempts=3, base_delay=0.01)
+    assert len(calls) == 3                                           # retried, then the last failure propagates
+
+
+class DroppingProxy:
+    """A loopback TCP proxy to the S3 endpoint that closes the first `drop` connections at once (a store
+    that is briefly away), then relays."""
+
+    def __init__(self, target_port: int):
+        import socket
+        import threading
+
+        self.target, self.drop, self.dropped = target_port, 0, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import socket
+        import threading
+
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.dropped < self.drop:
+                self.dropped += 1
+                c.close()
+                continue
+            up = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((c, up), (up, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+
+def test_transient_s3_failures_are_retried_then_raised(bucket, s3_server, monkeypatch):
+    from pipelines.retry import is_transient
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")   # botocore's own retries off: the test's waits stay short
+    data = wav_bytes(make_clip("speech", 2.0, 4))
+    uri = f"s3://{bucket}/a.wav"
+    storage.write_bytes(uri, data)
+    proxy = DroppingProxy(int(s3_server.rsplit(":", 1)[1]))
+    via = storage.S3Options.from_env(f"http://127.0.0.1:{proxy.port}")
+    # one call of the layers below (s3fs + botocore, with their own retries) fails after K dropped connections
+    proxy.drop = 10**6
+    with pytest.raises(Exception) as e:
+        storage.get_fs(uri, via).cat_file(storage.strip_scheme(uri))
+    k = proxy.dropped
+    assert k >= 1 and is_transient(e.value), (k, e.value)
+    # the store away for exactly those K connections: storage's read path retries and gets the file
+    proxy.drop, proxy.dropped = k, 0
+    assert storage.read_bytes(uri, via) == data and proxy.dropped == k, (k, proxy.dropped)
+    proxy.drop, proxy.dropped = k, 0
+    assert sum(len(b[1]) for b in iter_decoded_blocks(uri, 1.0, 22050, via)) == 2 * 22050 and proxy.dropped == k
+    # the store away for good: the error propagates as it is (the job fails), not as a DecodeError (a bad file)
+    proxy.drop, proxy.dropped = 10**6, 0
+    with pytest.raises(Exception) as e:
+        decode(uri, 22050, via)
+    assert not isinstance(e.value, DecodeError) and is_transient(e.value), repr(e.value)
+    assert proxy.dropped > k, (k, proxy.dropped)                   # retried beyond one call below
