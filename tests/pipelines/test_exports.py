@@ -14,7 +14,7 @@ from praatio import textgrid as praat_textgrid
 from pipelines import exports, storage
 from pipelines import label as job
 from pipelines.demo import make_clip, wav_bytes
-from tests.pipelines.test_label import run_job, trained, write  # noqa: F401  (trained: the session fixture)
+from tests.pipelines.test_label import run_job, write
 
 LABELS = ("music", "speech", "noise", "silence")
 URI = "s3://archive/radio 1977/side A/tape #3.wav"

@@ -6,13 +6,13 @@ import os
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
+
 
 from pipelines import featurize as featurize_job
+from pipelines import shards
 from pipelines import label as label_job
 from pipelines.demo import wav_bytes
 from tests.pipelines.mediafiles import MEDIA, source, write_media, write_video_only
-from tests.pipelines.test_label import trained  # noqa: F401  (the session's small checkpoint)
 
 
 def make_folder(root: str, seconds: float) -> tuple[dict, set]:
@@ -48,11 +48,13 @@ def test_featurize_media_like_their_wavs(ray_local, tmp_path):
     for media, (wav, _) in pairs.items():
         m, w = (sorted(rows[u], key=lambda r: r["window_start"]) for u in (media, wav))
         assert len(m) == len(w) == 2, media
-        for a, b in zip(m, w):
+        for i, (a, b) in enumerate(zip(m, w)):
             assert (a["sample_rate"], a["channels"]) == (b["sample_rate"], b["channels"]), media
-            assert a["window_start"] == b["window_start"]
-            assert 0 <= a["window_duration"] - b["window_duration"] < 0.05, media   # AAC pads < 50 ms
-            x, y = (featurize_job.index_of(r).astype(int) for r in (a, b))
+            # the last window ends at the file's end: AAC's padding (< 50 ms) moves it by as much
+            assert 0 <= a["window_start"] - b["window_start"] < 0.05 and a["window_duration"] == b["window_duration"]
+            if i == len(m) - 1 and a["window_start"] != b["window_start"]:
+                continue                                          # not the same audio: no pixel comparison
+            x, y = (shards.index_of(r).astype(int) for r in (a, b))
             d, loud = np.abs(x - y), y >= 96                 # loud: within 50 dB of the window's peak
             # measured: loud pixels within 8 steps (2.5 dB) 0.98-1.00, all within 16 steps 0.90-1.00,
             # mean |step| 0.8-5.0 (Opus's noise fill in the quiet bands of music is the largest)
