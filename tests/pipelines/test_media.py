@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pyarrow.parquet as pq
 
-
 from pipelines import featurize as featurize_job
 from pipelines import shards
 from pipelines import label as label_job
