@@ -69,6 +69,9 @@ from pipelines import shards, storage, train_data  # noqa: E402
 from pipelines.splits import fold_roles, split_roles  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
 from pipelines.train_config import TrainConfig, loop_config, resolve  # noqa: E402
+# Ray pickles train_loop by reference to its module, also when this file runs as __main__ (`python
+# pipelines/train.py`): a function of __main__ would be pickled by value, which drags torch.classes in and fails
+from pipelines.train_loop import train_loop  # noqa: E402
 
 CANONICAL = ("music", "speech", "noise")  # class order when --classes is not given
 
@@ -175,10 +178,6 @@ def run_one(cfg: TrainConfig, fcfg: FeatureConfig, shard_dirs: list[str], roles:
         storage_filesystem=storage.arrow_fs(storage_uri, s3) if storage.is_s3(storage_uri) else None,
         failure_config=FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=2))
-    # by reference from its module, also when this file runs as __main__ (`python pipelines/train.py`):
-    # pickling a function of __main__ by value drags torch.classes in and fails
-    from pipelines.train_loop import train_loop
-
     trainer = TorchTrainer(
         train_loop, train_loop_config=loop_config(cfg, fcfg, run_uri, s3),
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
