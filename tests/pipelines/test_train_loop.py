@@ -1,8 +1,10 @@
-"""TrainConfig (strict, round-trips through JSON, the CLI's defaults), what resolve() derives from the
-data, EarlyStopping and the learning-rate schedule: the pure parts of training, no Ray."""
+"""The parts of training that need no cluster: TrainConfig (strict, round-trips through JSON, the CLI's
+defaults), what resolve() derives from the data, EarlyStopping, the learning-rate schedule, and a Ray Train
+checkpoint written and restored (a Checkpoint is a folder; no Ray is started)."""
 
 import dataclasses
 import json
+import os
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ import torch
 from model import FeatureConfig
 from pipelines import train as job
 from pipelines.train_config import TrainConfig, resolve
-from pipelines.train_loop import EarlyStopping
+from pipelines.train_loop import EarlyStopping, prepare, restore, save_checkpoint
 
 FILES = {f"/d/{s}/{c}/{c}{k}.wav": (c, s) for c in ("music", "speech") for k in range(10)
          for s in ["train" if k < 8 else "test"]}
@@ -83,3 +85,23 @@ def test_learning_rate_warms_up_then_decays_to_one_percent():
     assert cfg.lr_at(0.5) == pytest.approx(1e-3 * 0.501)
     assert cfg.lr_at(1.0) == pytest.approx(1e-3)
     assert cfg.lr_at(10.0) == pytest.approx(1e-5) and cfg.lr_at(5.5) == pytest.approx(1e-3 * 0.505)
+
+
+def test_checkpoint_restores_weights_optimizer_and_progress(tmp_path):
+    fcfg = FeatureConfig(window_seconds=4.0)
+    cfg = resolve(_cli("--patience", "3"), fcfg, ROLES, FILES, {u: 2 for u in FILES}, 2.0)
+    net, _, opt, state, stop = prepare(cfg, None, torch.device("cpu"), 1)
+    assert state["starts"] == [0] and state["epoch"] == -1
+    net(torch.rand(2, 4, 10, fcfg.n_mels, 64)).sum().backward()
+    opt.step()
+    stop.update(0, 0.7, net)
+    state.update(stop.state(), epoch=0, history=[{"epoch": 0, "val_loss": 0.7}])
+    ckpt = save_checkpoint(str(tmp_path), net, fcfg, opt, state, stop, cfg)
+    assert os.listdir(tmp_path) == ["model.pt"]
+
+    net2, _, opt2, state2, stop2 = prepare(cfg, ckpt, torch.device("cpu"), 1)   # a replaced worker
+    assert state2["starts"] == [0, 1] and state2["epoch"] == 0 and state2["history"] == state["history"]
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), net2.state_dict().values()))
+    assert stop2.state() == stop.state() and stop2.patience == 3
+    assert all(torch.equal(stop.best_model[k], stop2.best_model[k]) for k in stop.best_model)
+    assert opt2.state_dict()["state"][0]["step"] == 1
