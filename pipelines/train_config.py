@@ -1,0 +1,118 @@
+"""TrainConfig: every setting of a training run, typed and frozen, as the CLI of pipelines/train.py names
+them; train_config.json, metrics.json's `train_config` and the checkpoints' `train_config` are to_dict()."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from model import FeatureConfig, NetConfig
+from pipelines.storage import S3Options
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run, as the CLI names them (train_config.json is to_dict()); the fields
+    after `address` are derived by the driver from the data (0 / empty until then)."""
+    features: str = "demo_out/features"
+    output: str = "demo_out/train"
+    name: str | None = None
+    resume: str | None = None
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float | None = None
+    threads_per_worker: int | None = None
+    batch_size: int = 16
+    epochs: int = 40
+    min_epochs: int = 8
+    patience: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.05
+    crop_seconds: float = 3.0
+    crops_per_window: float = 2.0
+    eval_crop_seconds: float | None = None
+    eval_batch_size: int = 4
+    time_masks: int = 2
+    time_mask_fraction: float = 0.1
+    freq_masks: int = 2
+    freq_mask_mels: int = 12
+    bn_momentum: float = 0.3
+    val_fraction: float = 0.15
+    test_fraction: float = 0.25
+    folds: int = 0
+    classes: tuple[str, ...] = ()
+    group_by: str = "file"
+    seed: int = 0
+    max_failures: int = 2
+    endpoint_url: str | None = None
+    address: str | None = None
+    verbose: bool = False
+    crop_frames: int = 0
+    eval_crop_frames: int = 0
+    steps_per_epoch: int = 0
+    class_weights: tuple[float, ...] = ()
+    windows: dict = dataclasses.field(default_factory=dict)   # {role: windows}
+    files: dict = dataclasses.field(default_factory=dict)     # {role: files}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys: {sorted(unknown)}")
+        d = dict(d)
+        for k in ("classes", "class_weights"):  # JSON lists
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+    def net_config(self) -> NetConfig:
+        return NetConfig(n_classes=len(self.classes), classes=self.classes)
+
+    def lr_at(self, epoch_pos: float) -> float:
+        """Linear warm-up over warmup_epochs, then cosine from lr to lr * 0.01 at the last epoch."""
+        if epoch_pos < self.warmup_epochs:
+            return self.lr * (epoch_pos + 1e-3) / max(self.warmup_epochs, 1e-3)
+        t = (epoch_pos - self.warmup_epochs) / max(1e-9, self.epochs - self.warmup_epochs)
+        return self.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def loop_config(cfg: TrainConfig, fcfg: FeatureConfig, run_uri: str, s3: S3Options | None) -> dict:
+    """train_loop's argument (Ray Train's train_loop_config)."""
+    return {"train": cfg.to_dict(), "features": fcfg.to_dict(), "run_uri": run_uri, "s3": s3}
+
+
+def resolve(cli: dict, fcfg: FeatureConfig, roles: dict, files: dict, windows: dict,
+            total_cpu: float) -> TrainConfig:
+    """A run's TrainConfig: the CLI's settings (cli: the parsed options, classes a tuple) and what follows
+    from the files of each role ({uri: role}; files {uri: (label, split)}, windows {uri: rows}) and the
+    cluster's CPUs: steps per epoch, class weights, crops in frames, CPUs and threads per worker.
+    Raises ValueError when a class has no training windows or the workers outnumber them."""
+    c = TrainConfig.from_dict(cli)
+    by_role = {r: sorted(u for u, x in roles.items() if x == r) for r in ("train", "val", "test")}
+    n_win = {r: sum(windows[u] for u in by_role[r]) for r in by_role}
+    counts = np.array([sum(windows[u] for u in by_role["train"] if files[u][0] == k) for k in c.classes], float)
+    if (counts == 0).any():
+        raise ValueError(f"the training files hold no windows of class(es) "
+                         f"{[k for k, n in zip(c.classes, counts) if n == 0]}")
+    if n_win["train"] < c.num_workers:
+        raise ValueError(f"{n_win['train']} training windows are fewer than --num-workers {c.num_workers}")
+    hop, sr = fcfg.hop_length, fcfg.sample_rate
+    train_per_worker = n_win["train"] // c.num_workers * c.num_workers   # streaming_split(equal=True)
+    # whole CPUs where there are enough (fractions like 1.5 strand half CPUs on every node, and a Ray Data
+    # task needs a whole one); 0.5 on a 2-core machine, so that one CPU stays free for Ray Data
+    cpus = c.cpus_per_worker if c.cpus_per_worker is not None else \
+        max(0.5, min(4.0, float((total_cpu - 1) // c.num_workers))) if not c.use_gpu else 1.0
+    return dataclasses.replace(
+        c, cpus_per_worker=cpus, threads_per_worker=c.threads_per_worker or max(1, int(total_cpu // c.num_workers)),
+        crop_frames=max(8, min(fcfg.n_frames(), int(round(c.crop_seconds * sr / hop)))),
+        eval_crop_frames=max(8, min(fcfg.n_frames(), int(round((c.eval_crop_seconds or c.crop_seconds) * sr / hop)))),
+        steps_per_epoch=max(1, math.ceil(train_per_worker * c.crops_per_window / c.batch_size)),
+        class_weights=tuple((counts.sum() / (len(c.classes) * counts)).tolist()),
+        windows=n_win, files={r: len(v) for r, v in by_role.items()})

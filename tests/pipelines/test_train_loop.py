@@ -1,0 +1,107 @@
+"""The parts of training that need no cluster: TrainConfig (strict, round-trips through JSON, the CLI's
+defaults), what resolve() derives from the data, EarlyStopping, the learning-rate schedule, and a Ray Train
+checkpoint written and restored (a Checkpoint is a folder; no Ray is started)."""
+
+import dataclasses
+import json
+import os
+
+import pytest
+import torch
+
+from model import FeatureConfig
+from pipelines import train as job
+from pipelines.train_config import TrainConfig, resolve
+from pipelines.train_loop import EarlyStopping, prepare, restore, save_checkpoint
+
+FILES = {f"/d/{s}/{c}/{c}{k}.wav": (c, s) for c in ("music", "speech") for k in range(10)
+         for s in ["train" if k < 8 else "test"]}
+ROLES = {u: "test" if s == "test" else "val" if u.endswith("7.wav") else "train" for u, (_, s) in FILES.items()}
+
+
+def _cli(*argv):
+    a = job.parse_args(list(argv))
+    a.classes = ("music", "speech")
+    return vars(a)
+
+
+def test_cli_options_are_the_config_fields_with_the_same_defaults():
+    cli = vars(job.parse_args([]))
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert fields[:len(cli)] == list(cli)            # train_config.json keeps the CLI's order
+    base = TrainConfig().to_dict()
+    assert {k: v for k, v in cli.items() if base[k] != v} == {"classes": None}   # set by main from the data
+
+
+def test_config_round_trips_through_json_and_is_strict():
+    cfg = resolve(_cli("--epochs", "5"), FeatureConfig(window_seconds=4.0), ROLES, FILES, {u: 2 for u in FILES}, 2.0)
+    back = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg and back.classes == ("music", "speech") and isinstance(back.class_weights, tuple)
+    with pytest.raises(ValueError, match="fail_at_epoch"):
+        TrainConfig.from_dict({**cfg.to_dict(), "fail_at_epoch": 0})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.epochs = 1
+
+
+def test_resolve_derives_steps_weights_crops_and_workers():
+    fcfg = FeatureConfig(window_seconds=4.0)
+    windows = {u: 2 if "music" in u else 1 for u in FILES}      # twice the music windows
+    cfg = resolve(_cli("--crop-seconds", "2", "--crops-per-window", "3"), fcfg, ROLES, FILES, windows, 2.0)
+    assert cfg.files == {"train": 14, "val": 2, "test": 4}
+    assert cfg.windows == {"train": 21, "val": 3, "test": 6}
+    assert cfg.steps_per_epoch == -(-20 * 3 // 16)              # 21 windows -> 20 per 2 equal worker shards
+    assert cfg.class_weights == pytest.approx((21 / 28, 21 / 14))  # balanced: music weighs half
+    assert cfg.crop_frames == cfg.eval_crop_frames == round(2 * fcfg.sample_rate / fcfg.hop_length)
+    assert cfg.cpus_per_worker == 0.5 and cfg.threads_per_worker == 1   # 2 cores: one CPU left to Ray Data
+    big = resolve(_cli(), fcfg, ROLES, FILES, windows, 16.0)
+    assert big.cpus_per_worker == 4.0 and big.threads_per_worker == 8
+    with pytest.raises(ValueError, match="fewer than --num-workers 40"):
+        resolve(_cli("--num-workers", "40", "--batch-size", "40"), fcfg, ROLES, FILES, windows, 2.0)
+    no_speech = {u: r if "music" in u else "test" for u, r in ROLES.items()}
+    with pytest.raises(ValueError, match="speech"):
+        resolve(_cli(), fcfg, no_speech, FILES, windows, 2.0)
+
+
+def test_early_stopping_keeps_the_best_weights_and_waits_for_min_epochs():
+    net = torch.nn.Linear(2, 1)
+    stop = EarlyStopping(patience=2, min_epochs=5)
+    for epoch, loss in enumerate([1.0, 0.5, 0.6, 0.7, 0.8]):
+        with torch.no_grad():
+            net.weight.fill_(epoch)
+        stop.update(epoch, loss, net)
+        assert stop.stopped == (epoch == 4)           # 2 bad epochs after epoch 3, but not before 5 epochs
+    assert stop.best_epoch == 1 and stop.best_val_loss == 0.5 and (stop.best_model["weight"] == 1).all()
+    assert stop.state() == {"best_val_loss": 0.5, "best_epoch": 1, "bad_epochs": 3, "stopped": True}
+    # an improvement by less than 1e-4 is no improvement
+    s = EarlyStopping(patience=1, min_epochs=1)
+    s.update(0, 1.0, net)
+    s.update(1, 1.0 - 5e-5, net)
+    assert s.best_epoch == 0 and s.stopped
+
+
+def test_learning_rate_warms_up_then_decays_to_one_percent():
+    cfg = TrainConfig(lr=1e-3, warmup_epochs=1.0, epochs=10)
+    assert cfg.lr_at(0.0) == pytest.approx(1e-6)
+    assert cfg.lr_at(0.5) == pytest.approx(1e-3 * 0.501)
+    assert cfg.lr_at(1.0) == pytest.approx(1e-3)
+    assert cfg.lr_at(10.0) == pytest.approx(1e-5) and cfg.lr_at(5.5) == pytest.approx(1e-3 * 0.505)
+
+
+def test_checkpoint_restores_weights_optimizer_and_progress(tmp_path):
+    fcfg = FeatureConfig(window_seconds=4.0)
+    cfg = resolve(_cli("--patience", "3"), fcfg, ROLES, FILES, {u: 2 for u in FILES}, 2.0)
+    net, _, opt, state, stop = prepare(cfg, None, torch.device("cpu"), 1)
+    assert state["starts"] == [0] and state["epoch"] == -1
+    net(torch.rand(2, 4, 10, fcfg.n_mels, 64)).sum().backward()
+    opt.step()
+    stop.update(0, 0.7, net)
+    state.update(stop.state(), epoch=0, history=[{"epoch": 0, "val_loss": 0.7}])
+    ckpt = save_checkpoint(str(tmp_path), net, fcfg, opt, state, stop, cfg)
+    assert os.listdir(tmp_path) == ["model.pt"]
+
+    net2, _, opt2, state2, stop2 = prepare(cfg, ckpt, torch.device("cpu"), 1)   # a replaced worker
+    assert state2["starts"] == [0, 1] and state2["epoch"] == 0 and state2["history"] == state["history"]
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), net2.state_dict().values()))
+    assert stop2.state() == stop.state() and stop2.patience == 3
+    assert all(torch.equal(stop.best_model[k], stop2.best_model[k]) for k in stop.best_model)
+    assert opt2.state_dict()["state"][0]["step"] == 1
