@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -97,11 +96,12 @@ def test_a_file_whose_windows_never_come_back_is_an_error_row(tmp_path):
     batches = [pa.Table.from_pylist([row("a", 0, False, 0), row("b", 0, False, 0)], schema=job.SCORE_SCHEMA),
                pa.Table.from_pylist([row("a", 1, True, 2)], schema=job.SCORE_SCHEMA)]
     out = str(tmp_path / "o")
-    writer = job.PartWriter(out, None, ["music", "speech"])
-    n_done, n_err, seconds = job.collect(iter(batches), ["a", "b", "c"], writer, ["music", "speech"], 0.0, time.time())
+    classes = ["music", "speech", "silence"]                  # the network's two, and the level's silence
+    writer = job.PartWriter(out, None, classes)
+    n_done, n_err, seconds = job.collect(iter(batches), ["a", "b", "c"], writer, classes, 0.0)
     writer.flush()
     assert (n_done, n_err, seconds) == (3, 2, 8.0)
-    files = {r["uri"]: r for r in job.read_output(out)[0].to_pylist()}
+    files = {r["uri"]: r for r in job.read_output(out, classes=classes)[0].to_pylist()}
     assert files["a"]["status"] == "ok" and files["a"]["label"] == "music" and files["a"]["windows"] == 2
     assert files["b"]["status"] == "error" and "only 1 of its windows came back" in files["b"]["error"]
     assert files["c"]["status"] == "error" and files["c"]["error"] == "c: its windows never came back from the workers"
