@@ -43,7 +43,8 @@ from model import FeatureConfig  # noqa: E402
 from pipelines import console, storage  # noqa: E402
 from pipelines.augment import AugmentConfig, augment, rng_for  # noqa: E402
 from pipelines.windows import iter_windows, window_index  # noqa: E402
-from pipelines.shards import ERROR_SCHEMA, FEATURE_SCHEMA, finished_shards, marker_uri, read_rows  # noqa: E402,F401
+from pipelines.shards import (ERROR_SCHEMA, FEATURE_SCHEMA, audio_seconds, clear_unfinished,  # noqa: E402,F401
+                             finished_shards, marker_uri, read_rows, totals)
 from pipelines.inputs import list_items, mixing_banks  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
 
@@ -141,40 +142,6 @@ def featurize_files(batch: pa.Table, cfg_dict: dict, aug_dict: dict, banks: dict
         storage.write_table(storage.join(errors_dir, f"{uuid.uuid4().hex}.parquet"), err, s3)
     if rows["uri"]:
         yield flush()
-
-
-# ------------------------------------------------------------------------------------------------
-# the output across runs (a --resume adds a run)
-
-def clear_unfinished(out: str, keep_runs: list[str], s3: S3Options | None) -> None:
-    """Remove shard folders of runs that never finished (not in _SUCCESS.json) and per-run error parts
-    (a finished run's errors are in errors.parquet)."""
-    shards_dir = storage.join(out, "shards")
-    if storage.exists(shards_dir, s3):
-        for d in storage.get_fs(shards_dir, s3).ls(storage.strip_scheme(shards_dir), detail=False):
-            if d.rstrip("/").rsplit("/", 1)[-1] not in keep_runs:
-                storage.remove(("s3://" + d) if storage.is_s3(out) else d, s3)
-    storage.remove(storage.join(out, "errors"), s3)
-
-
-def audio_seconds(rows: pa.Table) -> float:
-    """Seconds of audio of the files as they are: per file, the end of its last window (a file's last
-    window may overlap the one before it, so durations do not add up)."""
-    clean = rows.filter(pc.equal(rows.column("augment"), ""))
-    if clean.num_rows == 0:
-        return 0.0
-    ends = clean.append_column("end", pc.add(clean.column("window_start"), clean.column("window_duration")))
-    return float(pc.sum(ends.group_by("uri").aggregate([("end", "max")]).column("end_max")).as_py() or 0.0)
-
-
-def totals(out: str, runs: list[str], s3: S3Options | None) -> dict:
-    """files, windows and audio hours (of the files as they are) over all the finished runs."""
-    cols = ["uri", "window_start", "window_duration", "augment"]
-    t = [storage.read_table(storage.join(out, "shards", r), s3, cols) for r in runs]
-    t = pa.concat_tables([x for x in t if x.num_rows]) if any(x.num_rows for x in t) else None
-    if t is None:
-        return {"files": 0, "windows": 0, "audio_hours": 0.0}
-    return {"files": len(set(t.column("uri").to_pylist())), "windows": t.num_rows, "audio_hours": audio_seconds(t) / 3600}
 
 
 # ------------------------------------------------------------------------------------------------
