@@ -55,7 +55,8 @@ def window_logits(net: Conv3DNet, index: np.ndarray, real: np.ndarray, crop_fram
     real audio (rounded up to whole stretches): a padded 30 s window of a 5 s clip costs a sixth."""
     device = torch.device(device)
     cuda = device.type == "cuda"
-    step = max(1, crop_frames // 8) * 8                                        # frames per stretch
+    pool = max(1, crop_frames // net.time_stride)                              # feature-map steps per stretch
+    step = pool * net.time_stride                                              # frames per stretch
     real = np.asarray(real)
     order = np.argsort(real, kind="stable")
     out = torch.zeros(len(index), net.cfg.n_classes)
@@ -68,7 +69,7 @@ def window_logits(net: Conv3DNet, index: np.ndarray, real: np.ndarray, crop_fram
             if cuda:
                 x = x.to(memory_format=torch.channels_last_3d)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                local = net.local_logits(x, crop_frames).float()            # (b, L, C)
+                local = net.local_logits(x, pool).float()                   # (b, L, C)
             starts = torch.arange(local.shape[1], device=device) * step
             r = torch.as_tensor(real[sel], device=device)
             valid = (starts[None, :] < r[:, None]) | (starts[None, :] == 0)

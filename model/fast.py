@@ -85,8 +85,8 @@ class FastConv3D:
         return h
 
     def local_logits(self, index, pool_steps: int | None):
-        """(B, n_local, n_classes) logits, as net.local_logits(expand(index), pool_steps * 8); pool_steps None:
-        one global logit per window, as net(expand(index))."""
+        """(B, n_local, n_classes) logits, as net.local_logits(expand(index), pool_steps) (the same signature);
+        pool_steps None: one global logit per window, as net(expand(index))."""
         h = self.features(index).mean(dim=(2, 3))                      # (B, C, W')
         if pool_steps is None:
             return self.net.head(h.mean(dim=2))[:, None]

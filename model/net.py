@@ -64,8 +64,13 @@ class Conv3DNet(nn.Module):
             layers += [nn.Linear(a, b), nn.ReLU()]
         self.head = nn.Sequential(*layers, nn.Linear(dims[-1], cfg.n_classes))
 
+    @property
+    def time_stride(self) -> int:
+        """Spectrogram frames per feature-map time step: each block max-pools time by 2 (8 for the seed)."""
+        return 2 ** len(self.cfg.channels)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 4, 10, n_mels, frames) -> (B, C, D', H', frames // 8) feature map before pooling."""
+        """(B, 4, 10, n_mels, frames) -> (B, C, D', H', frames // time_stride) feature map before pooling."""
         return self.blocks(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,11 +78,14 @@ class Conv3DNet(nn.Module):
         h = h.mean(dim=(2, 3, 4))             # (B, C) global average pooling
         return self.head(h)                   # (B, n_classes) logits
 
-    def local_logits(self, x: torch.Tensor, pool_frames: int) -> torch.Tensor:
+    def local_logits(self, x: torch.Tensor, pool_steps: int | None) -> torch.Tensor:
         """Logits for consecutive time stretches of one forward pass: average-pool the feature map over
-        pool_frames // 8 of its time steps instead of all of them. (B, ...) -> (B, n_local, n_classes)."""
+        pool_steps of its time steps (time_stride frames each) instead of all of them; None: one global
+        logit per window. (B, ...) -> (B, n_local, n_classes). FastConv3D.local_logits: same signature."""
         h = self.features(x).mean(dim=(2, 3))                      # (B, C, W')
-        k = max(1, pool_frames // 8)
+        if pool_steps is None:
+            return self.head(h.mean(dim=2))[:, None]
+        k = max(1, int(pool_steps))
         h = nn.functional.avg_pool1d(h, kernel_size=k, stride=k, ceil_mode=True)  # (B, C, n_local)
         return self.head(h.transpose(1, 2))                        # (B, n_local, n_classes)
 

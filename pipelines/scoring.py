@@ -116,6 +116,9 @@ class Scorer:
         if device == "cpu":
             torch.set_num_threads(max(1, threads))
         net, self.cfg, _ = load_checkpoint(io.BytesIO(checkpoint))
+        if net.time_stride != STEP:   # the time spans of the local scores assume the seed's three blocks
+            raise ValueError(f"the checkpoint's network pools time by {net.time_stride}; the labeling job's "
+                             f"windows assume {STEP} (pipelines/windows.py STEP)")
         self.net, self.device, self.classes = net.to(device), device, list(net.cfg.classes)
         self.fast = None if exact_plain else FastConv3D(net, self.cfg.n_bins, device=device)
         self.pool_steps = pool_steps_for(resolution_seconds, self.cfg)
@@ -131,7 +134,7 @@ class Scorer:
             x = expand(index.to(self.device), self.cfg.n_bins)
             if self.pool_steps is None:
                 return self.net(x)[:, None]
-            return self.net.local_logits(x, self.pool_steps * STEP)
+            return self.net.local_logits(x, self.pool_steps)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import torch

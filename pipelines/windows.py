@@ -18,7 +18,7 @@ from model import FeatureConfig, featurize
 from pipelines import storage
 from pipelines.storage import AudioInfo, S3Options
 
-STEP = 8  # the network pools time by 2 three times: one feature-map step = 8 spectrogram frames
+STEP = 8  # Conv3DNet.time_stride of the seed's three blocks: one feature-map step = 8 spectrogram frames
 
 
 class Window(NamedTuple):

@@ -26,14 +26,14 @@ def test_window_logits_average_the_stretches_that_hold_real_audio():
     x = expand(torch.from_numpy(idx))
     with torch.no_grad():
         whole = net(x)                                                  # (3, C): one global pooling
-        local = net.local_logits(x, 16)                                 # (3, 4, C): 16-frame stretches
+        local = net.local_logits(x, 2)                                  # (3, 4, C): 2 steps = 16-frame stretches
     # one stretch as long as the window: the plain forward pass
     assert torch.allclose(window_logits(net, idx, np.array([64, 64, 64]), 64, batch_size=2), whole, atol=1e-5)
     # real audio 64, 16 and 40 frames: all 4 stretches, the first only, the first 3 (starts 0, 16, 32 < 40);
     # shortest first, batches of 2: (16, 40) run cut after 48 frames (40 rounded up to whole stretches), 64 whole
     got = window_logits(net, idx, np.array([64, 16, 40]), 16, batch_size=2)
     with torch.no_grad():
-        cut = net.local_logits(x[1:, ..., :48], 16)                     # (2, 3, C)
+        cut = net.local_logits(x[1:, ..., :48], 2)                      # (2, 3, C)
     want = torch.stack([local[0].mean(0), cut[0, 0], cut[1, :3].mean(0)])
     assert torch.allclose(got, want, atol=1e-5)
     assert not torch.allclose(cut[1, 2], local[2, 2], atol=1e-5)     # the cut is real: padding changes the edge

@@ -16,8 +16,11 @@ def test_forward_any_frame_count():
     for frames in (64, 216):
         out = net(torch.rand(2, 4, 10, 128, frames))
         assert out.shape == (2, 2) and torch.isfinite(out).all()
-    local = net.local_logits(torch.rand(1, 4, 10, 128, 216), pool_frames=43)
+    assert net.time_stride == 8
+    local = net.local_logits(torch.rand(1, 4, 10, 128, 216), pool_steps=5)
     assert local.shape == (1, 6, 2)      # 216 frames -> 27 pooled steps -> 6 stretches of 5 (last shorter)
+    x = torch.rand(2, 4, 10, 128, 64)
+    assert torch.allclose(net.local_logits(x, None)[:, 0], net(x), atol=1e-6)
 
 
 def test_seed_input_shape_runs():
