@@ -152,18 +152,22 @@ def test_default_spreads_files_over_tasks_one_shard_each(ray_local, tmp_path, ca
 
 
 def test_a_bug_in_our_code_fails_the_job_instead_of_an_error_row(ray_local, tmp_path):
-    # window_seconds=1e-9 is a valid FeatureConfig whose window is 0 samples: windows() divides by zero.
+    # window_seconds=1e-9 is a valid FeatureConfig whose window is 0 samples: featurize gets empty windows.
     # That is our bug, not a bad file: the job must fail with the traceback, not report every file as bad.
     audio, out = tmp_path / "audio", str(tmp_path / "features")
     audio.mkdir()
     (audio / "a.wav").write_bytes(wav_bytes(make_clip("music", 2.0, 1)))
     (audio / "broken.wav").write_bytes(b"RIFF not really")
-    with pytest.raises(Exception, match="ZeroDivisionError"):
+    with pytest.raises(Exception, match="ValueError: samples are empty"):
         job.main(["--input", str(audio), "--output", out, "--window-seconds", "1e-9", "--files-per-task", "2"])
     assert not os.path.exists(os.path.join(out, "errors.parquet")) and not os.path.exists(job.marker_uri(out))
     # a broken file is still an error row, from the UDF itself
-    batch = {"uri": np.array([str(audio / "broken.wav")]), "label": np.array([None]), "split": np.array([None])}
-    assert job.featurize_files(batch, FeatureConfig(window_seconds=WIN).to_dict(), None, str(tmp_path / "e")).num_rows == 0
+    import pyarrow as pa
+
+    batch = pa.table({"uri": [str(audio / "broken.wav")], "label": [None], "split": [None], "source": ["audio"]})
+    out_tables = list(job.featurize_files(batch, FeatureConfig(window_seconds=WIN).to_dict(), {"variants": 0},
+                                          {"noise": [], "music": []}, None, str(tmp_path / "e")))
+    assert sum(t.num_rows for t in out_tables) == 0
     errs = storage.read_table(str(tmp_path / "e")).to_pylist()
     assert len(errs) == 1 and "broken.wav" in errs[0]["error"]
 
