@@ -142,7 +142,7 @@ def test_rayjob_entrypoints_are_the_readme_commands_and_parse():
         assert name == job
         parsed[job] = ns
     f, t, lab = parsed["featurize"], parsed["train"], parsed["label"]
-    assert f.input.startswith("s3://") and f.output.startswith("s3://")
+    assert all(i.startswith("s3://") for i in f.input) and f.input and f.output.startswith("s3://")  # --input repeats
     assert t.features == f.output                                     # train reads featurize's output
     assert lab.model == f"{t.output}/{t.name}/model.pt"              # label uses the trained model
     assert t.use_gpu and t.num_workers >= 1 and lab.num_gpus_per_actor > 0

@@ -1,0 +1,36 @@
+"""The README's figures are the numbers in benchmarks/results/*.json: one place for each figure. A table row
+the README quotes from a results file must carry that file's numbers (rerun the benchmark, then paste)."""
+
+import json
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def readme_line(start: str) -> str:
+    lines = [x for x in open(os.path.join(REPO, "README.md")).read().splitlines() if x.startswith(start)]
+    assert len(lines) == 1, f"README should have one line starting {start!r}, has {len(lines)}"
+    return lines[0]
+
+
+def results(name: str) -> dict:
+    with open(os.path.join(REPO, "benchmarks", "results", name)) as f:
+        return json.load(f)
+
+
+def test_robustness_table_is_its_results_file():
+    r = results("robustness.json")
+    assert r["commit"] and r["command"].startswith("benchmarks/robustness.py") and r["machine"]["cpus"]
+    for name, c in r["conditions"].items():
+        line = readme_line(f"| {name} |")
+        assert f"{c['clip_accuracy'] * 100:.1f}%" in line, line
+        for k in ("music", "speech"):
+            assert f"{c['ours'][k]['f1']:.3f}" in line, (k, line)
+            if c.get("ina"):
+                assert f"{c['ina'][k]['f1']:.3f}" in line, (k, line)
+
+
+def test_augment_costs_are_their_results_file():
+    r = results("augment.json")
+    for k, ms in r["ms_per_30s_clip_one_thread"].items():
+        assert f"{ms:.1f}" in readme_line(f"| {k} |"), k
