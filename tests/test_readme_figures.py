@@ -33,4 +33,4 @@ def test_robustness_table_is_its_results_file():
 def test_augment_costs_are_their_results_file():
     r = results("augment.json")
     for k, ms in r["ms_per_30s_clip_one_thread"].items():
-        assert f"{ms:.1f}" in readme_line(f"| {k} |"), k
+        assert f"{ms:.1f}" in readme_line(f"| step `{k}` |"), k
