@@ -154,7 +154,7 @@ class WrittenFiles:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        from pipelines import storage
+        from pipelines import shards, storage
 
         for d, is_err in zip(self.dirs, (False, True)):
             if not storage.exists(d, self.s3):
@@ -165,7 +165,8 @@ class WrittenFiles:
                     continue
                 try:
                     with fs.open(path, "rb") as f:
-                        t = pq.read_table(f, columns=None if is_err else ["window_start", "augment", "window_duration"])
+                        t = pq.read_table(f, columns=None if is_err else ["uri", "window_start", "augment",
+                                                                          "window_duration"])
                 except Exception:
                     continue
                 self.seen.add(path)
@@ -174,5 +175,5 @@ class WrittenFiles:
                     continue
                 orig = t.filter(pc.equal(t.column("augment"), ""))
                 self.files += int(pc.sum(pc.equal(orig.column("window_start"), 0.0)).as_py() or 0)
-                self.seconds += float(pc.sum(orig.column("window_duration")).as_py() or 0.0)
+                self.seconds += shards.audio_seconds(t)   # a file's last window may overlap the one before
         return self.files + self.errors, self.seconds, self.errors
