@@ -34,3 +34,14 @@ def test_augment_costs_are_their_results_file():
     r = results("augment.json")
     for k, ms in r["ms_per_30s_clip_one_thread"].items():
         assert f"{ms:.1f}" in readme_line(f"| step `{k}` |"), k
+
+
+def test_label_table_is_its_results_file():
+    r = results("label.json")
+    text = open(os.path.join(REPO, "README.md")).read()
+    for run in r["runs"]:
+        assert f"| {run['realtime']:.1f}× | {run['realtime_with_startup']:.1f}× | " \
+               f"{run['peak_tree_mib']:.0f} / {run['peak_largest_mib']:.0f} MiB" in text, run["run"]
+    for ev in r["segments_hour"].values():
+        for k in ("music", "speech"):
+            assert " / ".join(f"{ev[k][m]:.3f}" for m in ("precision", "recall", "f1")) in text, k
