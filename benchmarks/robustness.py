@@ -137,9 +137,10 @@ def combined(per_file: dict, segs_of) -> tuple[list, list]:
 def measure(a, model: str, truth: dict) -> dict:
     res = {}
     for name, (root, tl) in truth.items():
-        out = os.path.join(a.work, "labels", os.path.basename(root))
+        out = os.path.join(a.work, "labels" + (f"-{a.name}" if a.name != "robustness" else ""), os.path.basename(root))
         if not os.path.exists(os.path.join(out, "_SUCCESS.json")):
-            text, m = run_job("label", ["--input", root, "--model", model, "--output", out, "--overwrite"])
+            text, m = run_job("label", ["--input", root, "--model", model, "--output", out, "--overwrite",
+                                        *a.label_args.split()])
             speed = float(done_line(text, "label").split("x realtime")[0].split(",")[-1])
         else:
             speed = storage.read_json(os.path.join(out, "_SUCCESS.json"))["this_run"]["realtime_factor"]
@@ -280,6 +281,9 @@ def main(argv=None) -> int:
     p.add_argument("--timeline-minutes", type=float, default=5.0, help="length of each timeline")
     p.add_argument("--lso-folds", type=int, default=3, help="leave-source-out folds (0: skip)")
     p.add_argument("--lso-args", help=f"pipelines/train.py flags of each fold (default: {' '.join(DEFAULT_LSO)})")
+    p.add_argument("--label-args", default="", help="extra pipelines/label.py flags (quoted), e.g. "
+                   "\"--window-seconds 3 --hop-seconds 1\"; labels go to WORK/labels-NAME unless NAME is the default")
+    p.add_argument("--name", default="robustness", help="results file benchmarks/results/NAME.json")
     p.add_argument("--ina-python", default="/work/ina-venv/bin/python", help="inaSpeechSegmenter's venv python")
     a = p.parse_args(argv)
     a.work, a.data, a.corpus = map(os.path.abspath, (a.work, a.data, a.corpus))
@@ -294,17 +298,17 @@ def main(argv=None) -> int:
     if not a.model:
         metrics = storage.read_json(os.path.join(a.work, "runs", "main", "report", "metrics.json"))
     figures = {"conditions": res, "leave_source_out": None, "silence": sil, "held_out_noise_sources": list(HELD_NOISE),
-               "train_args": extra or DEFAULT_TRAIN, "augment": a.augment, "model": model,
+               "train_args": extra or DEFAULT_TRAIN, "label_args": a.label_args.split(), "augment": a.augment, "model": model,
                **stage_walls(a),   # the runs that made WORK/model.pt (a rerun that reuses them reports those)
                "train_test_metrics": {k: metrics.get(k) for k in ("test", "best_epoch", "epochs_run", "train_samples_per_s",
                                                                   "peak_memory_mb_per_worker", "history")}}
-    path = write_results("robustness", figures)            # before the long part: a stop keeps these figures
+    path = write_results(a.name, figures)            # before the long part: a stop keeps these figures
     print("\n" + table(res, None, sil), flush=True)
     lso = None
     if a.lso_folds and not a.model:
         figures["leave_source_out"] = lso = leave_source_out(a)
         figures["lso_args"] = a.lso_args.split() if a.lso_args else DEFAULT_LSO
-        path = write_results("robustness", figures)
+        path = write_results(a.name, figures)
     print("\n" + table(res, lso, sil))
     print(f"\nfigures in {path}")
     return 0

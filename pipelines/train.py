@@ -128,6 +128,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", help="comma-separated classes, in the network's output order, e.g. music,speech,noise "
                                      "(default: those of music,speech,noise the features hold); files of other "
                                      "labels are ignored")
+    p.add_argument("--class-weighting", choices=["balanced", "sqrt", "none"], default="balanced",
+                   help="loss weight per class from its training windows: balanced (every class alike), sqrt "
+                        "(inverse square root of its share) or none")
     p.add_argument("--group-by", choices=["file", "source"], default="file",
                    help="--folds unit: 'source' holds whole sources (the featurize `source` column: a speaker, "
                         "composer or recording chain) out of training, to measure generalization to new sources")

@@ -45,6 +45,7 @@ class TrainConfig:
     test_fraction: float = 0.25
     folds: int = 0
     classes: tuple[str, ...] = ()
+    class_weighting: str = "balanced"
     group_by: str = "file"
     seed: int = 0
     max_failures: int = 2
@@ -88,6 +89,27 @@ def loop_config(cfg: TrainConfig, fcfg: FeatureConfig, run_uri: str, s3: S3Optio
     return {"train": cfg.to_dict(), "features": fcfg.to_dict(), "run_uri": run_uri, "s3": s3}
 
 
+WEIGHTINGS = ("balanced", "sqrt", "none")
+
+
+def class_weights(counts: np.ndarray, how: str) -> tuple[float, ...]:
+    """Loss weight per class from its training windows: `balanced` (n / (K n_k): every class counts alike),
+    `sqrt` (n_k^-1/2, scaled to a window-weighted mean of 1: halfway, in log terms, between balanced and the
+    data's own frequencies) or `none` (1 each). Balanced weights are the prior the decision then assumes:
+    with 3,269 speech, 902 music and 846 noise windows they weigh speech 0.51 and noise 1.98, and the
+    robustness run's misses were speech called noise (16.7% of the speech time)."""
+    if how == "balanced":
+        w = counts.sum() / (len(counts) * counts)
+    elif how == "sqrt":
+        w = counts ** -0.5
+        w = w * counts.sum() / (w * counts).sum()
+    elif how == "none":
+        w = np.ones_like(counts)
+    else:
+        raise ValueError(f"unknown class weighting {how!r} (known: {', '.join(WEIGHTINGS)})")
+    return tuple(float(x) for x in w)
+
+
 def resolve(cli: dict, fcfg: FeatureConfig, roles: dict, files: dict, windows: dict,
             total_cpu: float) -> TrainConfig:
     """A run's TrainConfig: the CLI's settings (cli: the parsed options, classes a tuple) and what follows
@@ -114,5 +136,5 @@ def resolve(cli: dict, fcfg: FeatureConfig, roles: dict, files: dict, windows: d
         crop_frames=max(8, min(fcfg.n_frames(), int(round(c.crop_seconds * sr / hop)))),
         eval_crop_frames=max(8, min(fcfg.n_frames(), int(round((c.eval_crop_seconds or c.crop_seconds) * sr / hop)))),
         steps_per_epoch=max(1, math.ceil(train_per_worker * c.crops_per_window / c.batch_size)),
-        class_weights=tuple((counts.sum() / (len(c.classes) * counts)).tolist()),
+        class_weights=class_weights(counts, c.class_weighting),
         windows=n_win, files={r: len(v) for r, v in by_role.items()})

@@ -6,12 +6,13 @@ import dataclasses
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
 from model import FeatureConfig
 from pipelines import train as job
-from pipelines.train_config import TrainConfig, resolve
+from pipelines.train_config import TrainConfig, class_weights, resolve
 from pipelines.train_loop import EarlyStopping, prepare, restore, save_checkpoint
 
 FILES = {f"/d/{s}/{c}/{c}{k}.wav": (c, s) for c in ("music", "speech") for k in range(10)
@@ -60,6 +61,21 @@ def test_resolve_derives_steps_weights_crops_and_workers():
     no_speech = {u: r if "music" in u else "test" for u, r in ROLES.items()}
     with pytest.raises(ValueError, match="speech"):
         resolve(_cli(), fcfg, no_speech, FILES, windows, 2.0)
+
+
+def test_class_weighting_balanced_sqrt_none():
+    counts = np.array([100.0, 25.0, 400.0])
+    assert class_weights(counts, "balanced") == pytest.approx([525 / 300, 525 / 75, 525 / 1200])
+    w = np.array(class_weights(counts, "sqrt"))
+    assert (w * counts).sum() == pytest.approx(counts.sum())           # window-weighted mean 1
+    assert w[1] / w[0] == pytest.approx(2.0) and w[0] / w[2] == pytest.approx(2.0)   # n^-1/2
+    assert class_weights(counts, "none") == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="'inverse'"):
+        class_weights(counts, "inverse")
+    fcfg = FeatureConfig(window_seconds=4.0)
+    windows = {u: 4 if "music" in u else 1 for u in FILES}
+    cfg = resolve(_cli("--class-weighting", "sqrt"), fcfg, ROLES, FILES, windows, 2.0)
+    assert cfg.class_weighting == "sqrt" and cfg.class_weights[1] == pytest.approx(2 * cfg.class_weights[0])
 
 
 def test_early_stopping_keeps_the_best_weights_and_waits_for_min_epochs():
