@@ -38,8 +38,9 @@ from pipelines import storage  # noqa: E402
 
 SR = 22050
 HELD_NOISE = ("etw-data(crowd)", "wesnoth-1.16-data(ambient)")   # never trained on: the noise condition's noise
-DEFAULT_TRAIN = ["--classes", "music,speech,noise", "--epochs", "5", "--min-epochs", "3", "--patience", "2",
-                 "--crops-per-window", "0.5", "--val-fraction", "0.1"]
+DEFAULT_TRAIN = ["--classes", "music,speech,noise", "--epochs", "8", "--min-epochs", "4", "--patience", "2",
+                 "--crops-per-window", "0.5", "--val-fraction", "0.1",
+                 "--class-weighting", "sqrt"]
 # each leave-source-out fold is a whole training run: a shorter schedule, so that K of them fit
 DEFAULT_LSO = ["--classes", "music,speech,noise", "--epochs", "3", "--min-epochs", "2", "--patience", "1",
                "--crops-per-window", "0.3", "--val-fraction", "0.1"]
@@ -148,7 +149,9 @@ def measure(a, model: str, truth: dict) -> dict:
         clips = [f for f in files if f"{os.sep}clips{os.sep}" in f["uri"]]
         ok = sum(f["label"] == os.path.basename(os.path.dirname(f["uri"])) for f in clips)
         segs = storage.read_table(os.path.join(out, "segments.parquet")).to_pylist()
-        tr, pr = combined(tl, lambda p: [(s["start"], s["end"], s["label"]) for s in segs if s["uri"] == p])
+        real = os.path.realpath                        # WORK/cond may be a link to another run's inputs
+        tr, pr = combined(tl, lambda p: [(s["start"], s["end"], s["label"]) for s in segs
+                                         if real(s["uri"]) == real(p)])
         kbits = sum(os.path.getsize(p) for p in tl) * 8 / sum(t[-1][1] for t in tl.values()) / 1000
         res[name] = {"clips": len(clips), "clip_accuracy": ok / max(len(clips), 1), "ours": grid_eval(pr, tr),
                      "timeline_kbit_per_s": kbits,
@@ -166,14 +169,15 @@ def peer(a, truth: dict, res: dict) -> None:
     if not os.path.exists(a.ina_python):
         print(f"inaSpeechSegmenter: {a.ina_python} missing (see benchmarks/PEER.md): skipped", flush=True)
         return
+    ina_dir = os.path.realpath(os.path.join(a.work, "ina"))   # WORK/ina may be a link to another run's
     for name, (root, tl) in truth.items():
         wavs = {}
         for p in tl:                                   # ina without ffmpeg reads 16 kHz WAV: decode for it
-            w = os.path.join(a.work, "ina", os.path.basename(root), os.path.basename(p) + ".16k.wav")
+            w = os.path.join(ina_dir, os.path.basename(root), os.path.basename(p) + ".16k.wav")
             if not os.path.exists(w):
                 storage.write_bytes(w, wav_bytes(storage.decode(p, 16000)[0], 16000))
             wavs[p] = w
-        got = run_ina(list(wavs.values()), os.path.join(a.work, "ina", os.path.basename(root)), a.ina_python)
+        got = run_ina(list(wavs.values()), os.path.join(ina_dir, os.path.basename(root)), a.ina_python)
         segs = {p: [(s, e, lab) for lab, s, e in got["segments"][w]] for p, w in wavs.items()}
         tr, pr = combined(tl, lambda p: segs[p])
         res[name]["ina"] = grid_eval(pr, tr)

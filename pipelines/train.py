@@ -20,7 +20,7 @@ dense (4, 10, n_mels, frames) tensor on its own device.
 What it does against what sank the seed (50% test accuracy, one class predicted):
   * splits are leakage-free by FILE: all windows of one file stay in one of train / val / test (or one CV
     fold); validation is a stratified part of `train` (or the `val` split when the features have one);
-  * class-balanced cross-entropy, AdamW with weight decay, linear warm-up then cosine learning rate,
+  * class-weighted cross-entropy (--class-weighting), AdamW with weight decay, linear warm-up then cosine learning rate,
     early stopping on validation loss (the best epoch's weights are the result);
   * augmentation that keeps labels true: random time crops of --crop-seconds from the real (unpadded)
     audio of each window - the network is fully convolutional with global pooling - plus time and
@@ -128,9 +128,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", help="comma-separated classes, in the network's output order, e.g. music,speech,noise "
                                      "(default: those of music,speech,noise the features hold); files of other "
                                      "labels are ignored")
-    p.add_argument("--class-weighting", choices=["balanced", "sqrt", "none"], default="balanced",
+    p.add_argument("--class-weighting", choices=["balanced", "sqrt", "none"], default="sqrt",
                    help="loss weight per class from its training windows: balanced (every class alike), sqrt "
-                        "(inverse square root of its share) or none")
+                        "(inverse square root of its share; on GTZAN + corpus it lifted clip accuracy from "
+                        "82.8-95.3%% to 90.6-98.4%% over balanced, README) or none")
     p.add_argument("--group-by", choices=["file", "source"], default="file",
                    help="--folds unit: 'source' holds whole sources (the featurize `source` column: a speaker, "
                         "composer or recording chain) out of training, to measure generalization to new sources")

@@ -45,7 +45,7 @@ class TrainConfig:
     test_fraction: float = 0.25
     folds: int = 0
     classes: tuple[str, ...] = ()
-    class_weighting: str = "balanced"
+    class_weighting: str = "sqrt"
     group_by: str = "file"
     seed: int = 0
     max_failures: int = 2

@@ -47,7 +47,7 @@ def test_config_round_trips_through_json_and_is_strict():
 def test_resolve_derives_steps_weights_crops_and_workers():
     fcfg = FeatureConfig(window_seconds=4.0)
     windows = {u: 2 if "music" in u else 1 for u in FILES}      # twice the music windows
-    cfg = resolve(_cli("--crop-seconds", "2", "--crops-per-window", "3"), fcfg, ROLES, FILES, windows, 2.0)
+    cfg = resolve(_cli("--crop-seconds", "2", "--crops-per-window", "3", "--class-weighting", "balanced"), fcfg, ROLES, FILES, windows, 2.0)
     assert cfg.files == {"train": 14, "val": 2, "test": 4}
     assert cfg.windows == {"train": 21, "val": 3, "test": 6}
     assert cfg.steps_per_epoch == -(-20 * 3 // 16)              # 21 windows -> 20 per 2 equal worker shards
