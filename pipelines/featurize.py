@@ -13,6 +13,8 @@ conditions (pipelines/augment.py), and writes zstd Parquet; nothing runs until t
     # a folder or bucket, on a cluster
     ray job submit --address http://HEAD:8265 --working-dir . -- \\
         python pipelines/featurize.py --input s3://bucket/audio --output s3://bucket/features
+    # from Python: the same run as a function (pipelines/api.py)
+    featurize(FeaturizeConfig(input="audio", output="features", augment=2))   # -> FeaturizeResult
 
 Output (readable with plain pyarrow/pandas, see README "Feature shards"):
     OUT/shards/<run>/*.parquet   one row per window (schema: FEATURE_SCHEMA)

@@ -7,6 +7,8 @@ segment timelines, on Ray Data.
     ray job submit --address http://HEAD:8265 --working-dir . -- \\
         python pipelines/label.py --input s3://bucket/archive --model s3://bucket/model.pt --output s3://bucket/labels
     # more: --list uris.csv, --csv, --plot timeline.png [--plot-uri URI], --resume, --overwrite
+    # from Python: the same run as a function (pipelines/api.py)
+    label(LabelConfig(input="DIR", model="model.pt", output="OUT"))      # -> LabelResult
 
 The driver lists the files; Ray streams them through two stages (pipelines/scoring.py) and nothing runs
 until the driver consumes the scored windows:

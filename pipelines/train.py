@@ -16,6 +16,8 @@ dense (4, 10, n_mels, frames) tensor on its own device.
             --num-workers 4 --use-gpu
     # continue a run that stopped (its checkpoints are under OUT/NAME)
     python pipelines/train.py --features FEATURES --output runs --resume NAME
+    # from Python: the same run as a function (pipelines/api.py)
+    train(TrainConfig(features="FEATURES", output="runs", folds=5))          # -> TrainResult
 
 What it does against what sank the seed (50% test accuracy, one class predicted):
   * splits are leakage-free by FILE: all windows of one file stay in one of train / val / test (or one CV
