@@ -49,6 +49,17 @@ def init_ray(address: str, verbose: bool = False) -> None:
             h.setLevel(logging.WARNING)
 
 
+def ensure_ray(address: str | None, verbose: bool = False) -> None:
+    """A job's Ray: the one already up in this process (tests, notebooks, quickstart), else `address`, else
+    $RAY_ADDRESS, else "local" (a new local Ray: never attach to a cluster someone else started here)."""
+    import os
+
+    import ray
+
+    if not ray.is_initialized():
+        init_ray(address or os.environ.get("RAY_ADDRESS") or "local", verbose)
+
+
 def _free_port() -> int:
     import socket
 

@@ -7,6 +7,8 @@ segment timelines, on Ray Data.
     ray job submit --address http://HEAD:8265 --working-dir . -- \\
         python pipelines/label.py --input s3://bucket/archive --model s3://bucket/model.pt --output s3://bucket/labels
     # more: --list uris.csv, --csv, --plot timeline.png [--plot-uri URI], --resume, --overwrite
+    # from Python: the same run as a function (pipelines/api.py)
+    label(LabelConfig(input="DIR", model="model.pt", output="OUT"))      # -> LabelResult
 
 The driver lists the files; Ray streams them through two stages (pipelines/scoring.py) and nothing runs
 until the driver consumes the scored windows:
@@ -34,8 +36,6 @@ Output (plain Parquet; CSV, Audacity, TextGrid, RTTM, SRT, WebVTT, JSON with --f
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
 import io
 import os
 import sys
@@ -46,10 +46,14 @@ if __package__ in (None, ""):  # `python pipelines/label.py`: make the repositor
     sys.path.insert(0, _ROOT)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))
 
+import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
 from model.segments import SILENCE, segments, timeline  # noqa: E402,F401  (timeline, segments: part of the API)
 from pipelines import console, exports, storage  # noqa: E402
+from pipelines.errors import JobError  # noqa: E402
+from pipelines.label_config import LabelConfig, LabelResult  # noqa: E402
+from pipelines.label_plan import Plan, files_to_do, plan  # noqa: E402
 from pipelines.label_output import (SEGMENT_SCHEMA, PartWriter, assemble, collect, file_schema,  # noqa: E402,F401
                                     marker_uri, read_output)
 from pipelines.report import plot_file  # noqa: E402
@@ -58,8 +62,9 @@ from pipelines.storage import S3Options  # noqa: E402
 from pipelines.windows import STEP  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------
+# the command line
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Label an audio archive music/speech with a trained checkpoint on Ray: per-file labels "
                     "and segment timelines as Parquet.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -105,153 +110,131 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     console.add_verbose(p)
+    return p
+
+
+def config_of(a: argparse.Namespace) -> LabelConfig:
+    """The parsed options -> the run's LabelConfig (--csv is already in a.format)."""
+    return LabelConfig(**{k: v for k, v in vars(a).items() if k != "csv"})
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = parser()
     a = p.parse_args(argv)
-    if a.overwrite and a.resume:
-        p.error("--overwrite and --resume exclude each other")
-    if bool(a.input) == bool(a.list):
-        p.error("give exactly one of --input or --list")
-    for name in ("window_seconds", "hop_seconds"):
-        v = getattr(a, name)
-        if v is not None and v <= 0:
-            p.error(f"--{name.replace('_', '-')} must be > 0")
-    if a.batch_size < 1:
-        p.error("--batch-size must be >= 1")
     try:
         a.format = exports.parse_formats(a.format + (",csv" if a.csv else ""))
     except ValueError as e:
         p.error(f"--format: {e}")
     a.csv = "csv" in a.format
+    try:
+        config_of(a)
+    except ValueError as e:
+        p.error(str(e))
     return a
 
 
-def _err(msg: str) -> None:
-    print(f"label: error: {msg}", file=sys.stderr, flush=True)
+# ------------------------------------------------------------------------------------------------
+# the driver
 
-
-def main(argv=None) -> int:
-    a = parse_args(argv)
-    s3 = S3Options.from_env(a.endpoint_url)
-    out = a.output
-    try:
-        from model import load_checkpoint
-
-        storage.check_input(a.model, s3)
-        ckpt_bytes = storage.read_bytes(a.model, s3)
-        try:
-            net, base_cfg, _ = load_checkpoint(io.BytesIO(ckpt_bytes))
-        except Exception as e:
-            raise ValueError(f"{a.model} is not a usable checkpoint: {type(e).__name__}: {e}") from e
-        classes = [*net.cfg.classes, SILENCE]                     # what the outputs may say
-        cfg = dataclasses.replace(base_cfg, window_seconds=a.window_seconds or base_cfg.window_seconds)
-        hop = a.hop_seconds or cfg.window_seconds
-        storage.check_output(out, s3)
-        uris = [r["uri"] for r in storage.read_manifest(a.list, s3)] if a.list else storage.list_audio(a.input, s3, a.extensions)
-    except (storage.StorageError, ValueError) as e:
-        _err(str(e))
-        return 2
-    if not uris:
-        _err(f"no audio files (of --extensions {','.join(a.extensions)}) found in {a.input or a.list}")
-        return 2
-    settings = {"model": a.model, "model_sha256": hashlib.sha256(ckpt_bytes).hexdigest(), "classes": classes,
-                "feature_config": cfg.to_dict(), "hop_seconds": hop, "resolution_seconds": a.resolution_seconds,
-                "min_segment_seconds": a.min_segment_seconds, "silence_db": a.silence_db,
-                "silence_min_seconds": a.silence_min_seconds}
-
-    # Reruns never destroy finished output: refuse, resume, or (explicitly) overwrite.
-    cfg_uri, finished = storage.join(out, "label_config.json"), storage.exists(marker_uri(out), s3)
-    have_ok = set()
-    if a.overwrite or not a.resume:
-        if finished and not a.overwrite:
-            done = storage.read_json(marker_uri(out), s3)
-            _err(f"{out} already holds a finished labeling run ({done.get('files')} files); pass --resume to "
-                 "label only new files or --overwrite to replace it")
-            return 2
-        for sub in ("parts", "files.parquet", "segments.parquet", "files.csv", "segments.csv", "_SUCCESS.json",
-                    *exports.OUTPUTS):
-            storage.remove(storage.join(out, sub), s3)  # --overwrite, or leftovers of a run that died
-    elif storage.exists(cfg_uri, s3):
-        old = storage.read_json(cfg_uri, s3)
-        if {k: old.get(k) for k in settings if k != "model"} != {k: v for k, v in settings.items() if k != "model"}:
-            _err(f"{out} was labeled with another model or settings ({old}); use another --output or --overwrite")
-            return 2
-        files, _ = read_output(out, s3, classes)
-        have_ok = set(files.filter(pc.equal(files.column("status"), "ok")).column("uri").to_pylist())
-    storage.write_json(cfg_uri, settings, s3)
-    todo = [u for u in uris if u not in have_ok]
-    if a.resume:
-        print(f"label: --resume: {len(uris) - len(todo)} files already labeled, {len(todo)} to go", flush=True)
-
+def score(cfg: LabelConfig, p: Plan, todo: list[str], n_actors: int, device: str, writer: PartWriter,
+          s3: S3Options) -> tuple[int, int, float]:
+    """The Ray Data pipeline: files -> windows (tasks) -> the network (actors) -> the driver, which writes
+    finished files into OUT/parts/. -> (files done, files with errors, seconds of audio)."""
     import ray
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
-    if not ray.is_initialized():  # tests and notebooks may have started Ray already
-        console.init_ray(a.address or os.environ.get("RAY_ADDRESS") or "local", a.verbose)
-    t0 = time.time()
-    res = ray.cluster_resources()
-    n_actors = a.actors or (max(1, int(res.get("GPU", 0) // a.num_gpus_per_actor)) if a.num_gpus_per_actor > 0
-                            else max(1, int(res.get("CPU", 1) // 2)))
-    device = "cuda" if a.num_gpus_per_actor > 0 else "cpu"
-    steps = pool_steps_for(a.resolution_seconds, cfg)
-    res_s = "window" if steps is None else f"{steps * STEP * cfg.hop_length / cfg.sample_rate:.3f} s"
-    print(f"label: {len(todo)} files -> {out} with {n_actors} network actor(s) on {device} (window "
-          f"{cfg.window_seconds:g} s, hop {hop:g} s, resolution {res_s})", flush=True)
-
-    writer = PartWriter(out, s3, classes)
-    n_done = n_err = 0
-    seconds = 0.0
     progress = console.Progress("label", len(todo))
-    if todo:
-        ds = console.quiet(ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=max(1, len(todo))),
-                           a.verbose)
-        # a few windows per block: hour-long files stream. On this dataset's own context (its successors
-        # share it and the planner reads it from there), not the process-wide one
-        ds.context.target_max_block_size = 4 * 1024 * 1024
-        ds = ds.map_batches(window_rows, batch_size=1, batch_format="numpy", compute=TaskPoolStrategy(),
-                            fn_kwargs={"cfg_dict": cfg.to_dict(), "hop_seconds": hop, "s3": s3,
-                                       "silence": (a.silence_db, a.silence_min_seconds)},
-                            num_cpus=a.decode_cpus)  # Ray Data SPREADs tasks by default
-        ds = ds.map_batches(Scorer, batch_size=a.batch_size, batch_format="pyarrow",
-                            fn_constructor_kwargs={"checkpoint": ckpt_bytes, "resolution_seconds": a.resolution_seconds,
-                                                   "threads": a.threads_per_actor, "device": device,
-                                                   "exact_plain": a.plain},
-                            compute=ActorPoolStrategy(size=n_actors), num_cpus=a.cpus_per_actor,
-                            num_gpus=a.num_gpus_per_actor or None)
-        n_done, n_err, seconds = collect(ds.iter_batches(batch_size=None, batch_format="pyarrow"), todo, writer,
-                                         classes, a.min_segment_seconds, progress)
-        progress.close()
-    writer.flush()
-    wall = time.time() - t0
+    ds = console.quiet(ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=max(1, len(todo))),
+                       cfg.verbose)
+    # a few windows per block: hour-long files stream. On this dataset's own context (its successors
+    # share it and the planner reads it from there), not the process-wide one
+    ds.context.target_max_block_size = 4 * 1024 * 1024
+    ds = ds.map_batches(window_rows, batch_size=1, batch_format="numpy", compute=TaskPoolStrategy(),
+                        fn_kwargs={"cfg_dict": p.features.to_dict(), "hop_seconds": p.hop, "s3": s3,
+                                   "silence": (cfg.silence_db, cfg.silence_min_seconds)},
+                        num_cpus=cfg.decode_cpus)  # Ray Data SPREADs tasks by default
+    ds = ds.map_batches(Scorer, batch_size=cfg.batch_size, batch_format="pyarrow",
+                        fn_constructor_kwargs={"checkpoint": p.checkpoint, "resolution_seconds": cfg.resolution_seconds,
+                                               "threads": cfg.threads_per_actor, "device": device,
+                                               "exact_plain": cfg.plain},
+                        compute=ActorPoolStrategy(size=n_actors), num_cpus=cfg.cpus_per_actor,
+                        num_gpus=cfg.num_gpus_per_actor or None)
+    done = collect(ds.iter_batches(batch_size=None, batch_format="pyarrow"), todo, writer, p.classes,
+                   cfg.min_segment_seconds, progress)
+    progress.close()
+    return done
 
-    files, segs = read_output(out, s3, classes)
-    n_ok = int(pc.sum(pc.equal(files.column("status"), "ok")).as_py() or 0)
-    if n_ok == 0:
-        _err(f"no file could be labeled ({files.num_rows} errors)")
-        return 1
+
+def write_outputs(cfg: LabelConfig, p: Plan, files: pa.Table, segs: pa.Table, s3: S3Options) -> str | None:
+    """The final tables, CSV and the other --format exports, the plot; removes the parts. -> the plot's path."""
+    out = cfg.output
     storage.write_table(storage.join(out, "files.parquet"), files, s3)
     storage.write_table(storage.join(out, "segments.parquet"), segs, s3)
-    if a.csv:
+    if cfg.csv:
         import pyarrow.csv as pacsv
 
         for name, t in (("files.csv", files), ("segments.csv", segs)):
             buf = io.BytesIO()
             pacsv.write_csv(t, buf)
             storage.write_bytes(storage.join(out, name), buf.getvalue(), s3)
-    exports.write_exports(out, files, segs, a.format, s3)
+    exports.write_exports(out, files, segs, list(cfg.format), s3)
     storage.remove(storage.join(out, "parts"), s3)
-    if a.plot:
-        puri = a.plot_uri or uris[0]
-        plot_file(puri, segs.filter(pc.equal(segs.column("uri"), puri)), a.plot, cfg, s3)
-        print(f"label: wrote the timeline plot of {puri} to {a.plot}", flush=True)
-    total_h = float(pc.sum(files.column("duration")).as_py() or 0.0) / 3600
-    n_errors = files.num_rows - n_ok
-    summary = {"files": files.num_rows, "labeled": n_ok, "errors": n_errors, "audio_hours": total_h,
-               "segments": segs.num_rows, "this_run": {"files": n_done, "errors": n_err, "audio_seconds": seconds,
-                                                       "wall_seconds": wall, "realtime_factor": seconds / max(wall, 1e-9)},
-               **settings}
+    if cfg.plot:
+        puri = cfg.plot_uri or p.uris[0]
+        plot_file(puri, segs.filter(pc.equal(segs.column("uri"), puri)), cfg.plot, p.features, s3)
+        print(f"label: wrote the timeline plot of {puri} to {cfg.plot}", flush=True)
+    return cfg.plot
+
+
+def label(cfg: LabelConfig) -> LabelResult:
+    """Label cfg.input (or the files of cfg.list) with the checkpoint cfg.model into cfg.output on Ray (the
+    Ray of this process if one is up, else cfg.address, $RAY_ADDRESS or a new local one) and return what it
+    wrote. Prints the job's progress lines; raises JobError for bad input and when no file could be labeled."""
+    s3, out = S3Options.from_env(cfg.endpoint_url), cfg.output
+    p = plan(cfg, s3)
+    todo = files_to_do(cfg, p, s3)
+    console.ensure_ray(cfg.address, cfg.verbose)
+    import ray
+
+    t0 = time.time()
+    res = ray.cluster_resources()
+    n_actors = cfg.actors or (max(1, int(res.get("GPU", 0) // cfg.num_gpus_per_actor)) if cfg.num_gpus_per_actor > 0
+                              else max(1, int(res.get("CPU", 1) // 2)))
+    device = "cuda" if cfg.num_gpus_per_actor > 0 else "cpu"
+    steps = pool_steps_for(cfg.resolution_seconds, p.features)
+    res_s = "window" if steps is None else f"{steps * STEP * p.features.hop_length / p.features.sample_rate:.3f} s"
+    print(f"label: {len(todo)} files -> {out} with {n_actors} network actor(s) on {device} (window "
+          f"{p.features.window_seconds:g} s, hop {p.hop:g} s, resolution {res_s})", flush=True)
+    writer = PartWriter(out, s3, p.classes)
+    n_done, n_err, seconds = score(cfg, p, todo, n_actors, device, writer, s3) if todo else (0, 0, 0.0)
+    writer.flush()
+    wall = time.time() - t0
+
+    files, segs = read_output(out, s3, p.classes)
+    n_ok = int(pc.sum(pc.equal(files.column("status"), "ok")).as_py() or 0)
+    if n_ok == 0:
+        raise JobError(f"no file could be labeled ({files.num_rows} errors)", exit_code=1)
+    plot = write_outputs(cfg, p, files, segs, s3)
+    result = LabelResult(output=out, files_table=storage.join(out, "files.parquet"),
+                         segments_table=storage.join(out, "segments.parquet"), marker=marker_uri(out), plot=plot,
+                         files=n_done, errors=n_err, audio_seconds=seconds, wall_seconds=wall,
+                         total_files=files.num_rows, total_labeled=n_ok, total_segments=segs.num_rows)
+    summary = {"files": files.num_rows, "labeled": n_ok, "errors": files.num_rows - n_ok,
+               "audio_hours": float(pc.sum(files.column("duration")).as_py() or 0.0) / 3600, "segments": segs.num_rows,
+               "this_run": {"files": n_done, "errors": n_err, "audio_seconds": seconds, "wall_seconds": wall,
+                            "realtime_factor": result.realtime_factor}, **p.settings}
     storage.write_json(marker_uri(out), summary, s3)
-    print(f"label: done: {n_done} files, {seconds / 3600:.3f} h of audio, {n_err} errors, {wall:.1f} s wall, "
-          f"{seconds / max(wall, 1e-9):.1f}x realtime -> {out} ({files.num_rows} files, {segs.num_rows} segments "
-          f"in all)", flush=True)
+    return result
+
+
+def main(argv=None) -> int:
+    cfg = config_of(parse_args(argv))
+    try:
+        result = label(cfg)
+    except JobError as e:
+        print(f"label: error: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+    print(result.summary_line(), flush=True)
     return 0
 
 

@@ -5,9 +5,10 @@
 
 generate demo audio (labeled 30 s clips + a long file of alternating speech and music)
   -> featurize (pipelines/featurize.py) -> train with 2 CPU workers (pipelines/train.py)
-  -> label the long file and the test clips (pipelines/label.py)
+  -> label the long file (pipelines/label.py)
 and prints where the features, the model, the report plots and the timeline are. Each stage is the same
-job a cluster runs with `ray job submit`; here they share one in-process Ray.
+job a cluster runs with `ray job submit`, called here through its Python API (pipelines/api.py); they
+share one in-process Ray.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ if __package__ in (None, ""):  # `python pipelines/quickstart.py`: make the repo
     sys.path.insert(0, _ROOT)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))
 
-from pipelines import console, demo, featurize, train  # noqa: E402
+from pipelines import console, demo  # noqa: E402
+from pipelines.api import (FeaturizeConfig, JobError, LabelConfig, TrainConfig, featurize, label,  # noqa: E402
+                           train)
+from pipelines.shards import marker_uri  # noqa: E402
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Run demo audio -> featurize -> train -> label on a local Ray.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--output", default="demo_out", help="folder for everything the demo writes")
@@ -35,9 +39,11 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=6, help="training epochs")
     p.add_argument("--num-workers", type=int, default=2, help="training workers (DDP)")
     console.add_verbose(p)
-    a = p.parse_args(argv)
-    verbose = ["--verbose"] if a.verbose else []
+    return p.parse_args(argv)
 
+
+def run(a: argparse.Namespace) -> None:
+    """The chain, through the jobs' API functions (pipelines/api.py); raises JobError as they do."""
     t0 = time.time()
     out = os.path.abspath(a.output)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -48,38 +54,39 @@ def main(argv=None) -> int:
         demo.main([audio, "--per-class", str(a.per_class), "--seconds", str(a.seconds),
                    "--long", str(a.long_seconds)])
 
-    if not os.path.exists(featurize.marker_uri(features)):
-        rc = featurize.main(["--input", audio, "--output", features, *verbose])
-        if rc:
-            return rc
+    if not os.path.exists(marker_uri(features)):
+        print(featurize(FeaturizeConfig(input=audio, output=features, verbose=a.verbose)).summary_line(), flush=True)
     else:
         print(f"quickstart: features already in {features}")
 
     name = f"quickstart-{stamp}"
-    rc = train.main(["--features", features, "--output", os.path.join(out, "runs"), "--name", name,
-                     "--epochs", str(a.epochs), "--min-epochs", str(min(a.epochs, 4)),
-                     "--num-workers", str(a.num_workers), "--batch-size", "16",
-                     # short crops, several per window: enough steps for the small demo set to converge
-                     "--crop-seconds", "2", "--crops-per-window", "8", *verbose])
-    if rc:
-        return rc
-    model = os.path.join(out, "runs", name, "model.pt")
-
-    from pipelines import label
+    # short crops, several per window: enough steps for the small demo set to converge
+    trained = train(TrainConfig(features=features, output=os.path.join(out, "runs"), name=name, epochs=a.epochs,
+                                min_epochs=min(a.epochs, 4), num_workers=a.num_workers, batch_size=16,
+                                crop_seconds=2.0, crops_per_window=8.0, verbose=a.verbose))
+    print(trained.summary_line(), flush=True)
 
     long_wav = os.path.join(audio, "long", "demo-long.wav")
     timeline = os.path.join(out, f"timeline-{stamp}.png")
-    rc = label.main(["--input", long_wav, "--model", model, "--output", labels, "--plot", timeline, "--csv", *verbose])
-    if rc:
-        return rc
+    labeled = label(LabelConfig(input=long_wav, model=trained.model, output=labels, plot=timeline,
+                                format=("parquet", "csv"), verbose=a.verbose))
+    print(labeled.summary_line(), flush=True)
 
     print("\nquickstart: done in {:.0f} s".format(time.time() - t0))
     print(f"  demo audio   {audio}")
     print(f"  features     {features}   (Parquet shards, errors.parquet, _SUCCESS.json)")
-    print(f"  model        {model}")
-    print(f"  report       {os.path.join(out, 'runs', name, 'report')}   (metrics.json, loss/accuracy/confusion/roc PNGs)")
-    print(f"  labels       {labels}   (per-file and per-segment tables)")
-    print(f"  timeline     {timeline}   (truth: {os.path.join(audio, 'long', 'demo-long.csv')})")
+    print(f"  model        {trained.model}")
+    print(f"  report       {trained.report}   (metrics.json, loss/accuracy/confusion/roc PNGs)")
+    print(f"  labels       {labeled.output}   (per-file and per-segment tables)")
+    print(f"  timeline     {labeled.plot}   (truth: {os.path.join(audio, 'long', 'demo-long.csv')})")
+
+
+def main(argv=None) -> int:
+    try:
+        run(parse_args(argv))
+    except JobError as e:
+        print(f"quickstart: error: {e}", file=sys.stderr)
+        return e.exit_code
     return 0
 
 

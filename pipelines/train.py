@@ -16,6 +16,8 @@ dense (4, 10, n_mels, frames) tensor on its own device.
             --num-workers 4 --use-gpu
     # continue a run that stopped (its checkpoints are under OUT/NAME)
     python pipelines/train.py --features FEATURES --output runs --resume NAME
+    # from Python: the same run as a function (pipelines/api.py)
+    train(TrainConfig(features="FEATURES", output="runs", folds=5))          # -> TrainResult
 
 What it does against what sank the seed (50% test accuracy, one class predicted):
   * splits are leakage-free by FILE: all windows of one file stay in one of train / val / test (or one CV
@@ -45,13 +47,15 @@ Output (local folder or s3:// prefix), one run per name (a new name per run unle
     OUT/NAME/report/{loss,accuracy,confusion,roc}.png
     with --folds K: OUT/NAME/fold-k/... per fold and OUT/NAME/cv.json (mean +- std)
 
-This file is the driver (options, split planning, one TorchTrainer per run); pipelines/train_config.py holds
-TrainConfig, pipelines/train_data.py the rows from shards to worker arrays, pipelines/train_loop.py the worker.
+This file is the driver (options, one TorchTrainer per run; from Python: pipelines.api.train(TrainConfig(...)));
+pipelines/train_config.py holds TrainConfig and TrainResult, pipelines/train_plan.py the classes and the
+split planning, pipelines/train_data.py the rows from shards to worker arrays, pipelines/train_loop.py the worker.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -62,18 +66,15 @@ if __package__ in (None, ""):  # `python pipelines/train.py`: make the repositor
     sys.path.insert(0, _ROOT)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))
 
-import numpy as np  # noqa: E402
-
-from model import FeatureConfig  # noqa: E402,F401  (benchmarks/accuracy.py reads train.FeatureConfig)
+from model import FeatureConfig  # noqa: E402  (benchmarks/accuracy.py reads train.FeatureConfig)
 from pipelines import console, shards, storage, train_data  # noqa: E402
-from pipelines.splits import fold_roles, split_roles  # noqa: E402
+from pipelines.errors import JobError  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
-from pipelines.train_config import TrainConfig, loop_config, resolve  # noqa: E402
+from pipelines.train_config import TrainConfig, TrainResult, loop_config, resolve  # noqa: E402
+from pipelines.train_plan import cv_summary, plan_runs, select_classes  # noqa: E402
 # Ray pickles train_loop by reference to its module, also when this file runs as __main__ (`python
 # pipelines/train.py`): a function of __main__ would be pickled by value, which drags torch.classes in and fails
 from pipelines.train_loop import train_loop  # noqa: E402
-
-CANONICAL = ("music", "speech", "noise")  # class order when --classes is not given
 
 
 # ------------------------------------------------------------------------------------------------
@@ -143,23 +144,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_of(a: argparse.Namespace) -> TrainConfig:
+    """The parsed options -> the run's TrainConfig (--classes as a tuple; raises ValueError naming a bad option)."""
+    return TrainConfig.from_dict({**vars(a), "classes": tuple(a.classes.split(",")) if a.classes else ()})
+
+
 def parse_args(argv=None) -> argparse.Namespace:
+    """The options, in TrainConfig's field order (classes: the --classes string or None)."""
     p = parser()
     a = p.parse_args(argv)
-    if a.name and a.resume:
-        p.error("give --name or --resume, not both")
-    if a.folds == 1 or a.folds < 0:
-        p.error("--folds must be 0 (train/test) or >= 2")
-    if a.num_workers < 1 or a.batch_size < a.num_workers:
-        p.error("--num-workers must be >= 1 and --batch-size >= --num-workers")
-    if a.crop_seconds <= 0 or a.epochs < 1:
-        p.error("--crop-seconds must be > 0 and --epochs >= 1")
+    try:
+        config_of(a)
+    except ValueError as e:
+        p.error(str(e))
     return a
-
-
-def _error(msg: str) -> int:
-    print(f"train: error: {msg}", file=sys.stderr)
-    return 2
 
 
 def run_one(cfg: TrainConfig, fcfg: FeatureConfig, shard_dirs: list[str], roles: dict, storage_uri: str,
@@ -198,96 +196,70 @@ def run_one(cfg: TrainConfig, fcfg: FeatureConfig, shard_dirs: list[str], roles:
     return out
 
 
-def select_classes(a, files: dict) -> dict:
-    """Sets a.classes (--classes, else those of CANONICAL the features hold) -> the files of those classes;
-    raises ValueError when they are not >= 2 classes with files."""
-    present = {lab for lab, _ in files.values()}
-    a.classes = tuple(a.classes.split(",")) if a.classes else tuple(c for c in CANONICAL if c in present)
-    ignored = sorted(present - set(a.classes))
-    files = {u: v for u, v in files.items() if v[0] in a.classes}
-    if ignored:
-        print(f"train: ignoring the files labeled {ignored} (not in --classes {','.join(a.classes)})", flush=True)
-    if not files:
-        raise ValueError(f"{a.features} holds no windows labeled {','.join(a.classes) or 'music/speech/noise'} "
-                         "(labels come from .../<split>/<music|speech|noise>/ paths or a featurize --manifest)")
-    missing = [c for c in a.classes if c not in present]
-    if missing or len(a.classes) < 2:
-        raise ValueError(f"{a.features} holds no files of class(es) {missing} (of --classes {','.join(a.classes)}); "
-                         "training needs >= 2 classes, each with files")
-    return files
-
-
-def plan_runs(a, files: dict, sources: dict, name: str, run_root: str) -> tuple[list, str]:
-    """-> ([(run name, {uri: role})], the folder the runs go in): one train/val/test run, or K folds
-    under OUT/NAME; raises ValueError when a run would lack train or test files."""
-    if a.folds:
-        labels = [files[u][0] for u in files]
-        small = min(labels.count(c) for c in set(labels))
-        if small < a.folds or len(set(labels)) < 2:
-            raise ValueError(f"--folds {a.folds} needs >= {a.folds} labeled files of each class; the smallest has {small}")
-        groups = {u: sources[u] for u in files} if a.group_by == "source" else None
-        if groups is not None and len(set(groups.values())) < a.folds:
-            raise ValueError(f"--folds {a.folds} --group-by source needs >= {a.folds} sources; {a.features} has "
-                             f"{len(set(groups.values()))}")
-        plans = [(f"fold-{k}", r) for k, r in enumerate(fold_roles(files, a.folds, a.val_fraction, a.seed, groups))]
-        storage_uri = run_root
-    else:
-        plans = [(name, split_roles(files, a.val_fraction, a.test_fraction, a.seed))]
-        storage_uri = a.output
-    for pname, roles in plans:
-        missing = [r for r in ("train", "test") if not any(x == r for x in roles.values())]
-        if missing:
-            raise ValueError(f"{a.features}: no {' or '.join(missing)} files for run {pname}")
-    return plans, storage_uri
-
-
-def cv_summary(a, results: list[dict], wall: float) -> dict:
-    """cv.json: the folds' test figures, mean +- std."""
-    accs = np.array([r["test"]["accuracy"] for r in results])
-    return {"folds": a.folds, "accuracy_mean": float(accs.mean()), "accuracy_std": float(accs.std(ddof=0)),
-            "fold_accuracies": accs.tolist(), "fold_roc_auc": [r["test"]["roc_auc"] for r in results],
-            "wall_seconds": wall, "fold_wall_seconds": [r["wall_seconds"] for r in results],
-            "train_samples_per_s": float(np.mean([r["train_samples_per_s"] for r in results])),
-            "peak_memory_mb_per_worker": max(r["peak_memory_mb_per_worker"] for r in results),
-            "classes": list(a.classes), "group_by": a.group_by,
-            "confusion_matrix": np.sum([r["test"]["confusion_matrix"] for r in results], axis=0).tolist(),
-            "fold_per_class": [r["test"]["per_class"] for r in results]}
-
-
-def main(argv=None) -> int:
-    a = parse_args(argv)
-    s3 = S3Options.from_env(a.endpoint_url)
-    t0 = time.time()
+def load_features(cfg: TrainConfig, s3: S3Options) -> tuple[TrainConfig, list[str], FeatureConfig, dict, dict, dict]:
+    """-> (cfg with its classes, the shard folders, their FeatureConfig, {uri: (label, split)} of the files of
+    those classes, {uri: source}, {uri: windows}); raises JobError naming a bad features or output location."""
     try:
-        shard_dirs, fcfg = shards.finished_shards(a.features, s3)
-        storage.check_output(a.output, s3)
-        files, sources, windows = train_data.file_table(a.features, s3)
-        files = select_classes(a, files)
+        shard_dirs, fcfg = shards.finished_shards(cfg.features, s3)
+        storage.check_output(cfg.output, s3)
+        files, sources, windows = train_data.file_table(cfg.features, s3)
+        classes, files = select_classes(cfg, files)
     except (storage.StorageError, FileNotFoundError, ValueError) as e:
-        return _error(str(e))
+        raise JobError(str(e)) from e
+    return dataclasses.replace(cfg, classes=classes), shard_dirs, fcfg, files, sources, windows
 
-    name = a.resume or a.name or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    run_root = storage.join(a.output, name)
-    if a.resume and not storage.exists(run_root, s3):
-        return _error(f"--resume {name}: {run_root} does not exist")
-    if not a.resume and storage.exists(run_root, s3):
-        return _error(f"{run_root} already exists: pass --resume {name} to continue it or choose another --name")
+
+def run_name(cfg: TrainConfig, s3: S3Options) -> tuple[str, str]:
+    """-> (NAME, OUT/NAME): --resume's (must exist), --name's or a new time-stamped one (must not exist)."""
+    name = cfg.resume or cfg.name or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    run_root = storage.join(cfg.output, name)
+    if cfg.resume and not storage.exists(run_root, s3):
+        raise JobError(f"--resume {name}: {run_root} does not exist")
+    if not cfg.resume and storage.exists(run_root, s3):
+        raise JobError(f"{run_root} already exists: pass --resume {name} to continue it or choose another --name")
+    return name, run_root
+
+
+def result_of(cfg: TrainConfig, name: str, run_root: str, results: list[dict], wall: float,
+              s3: S3Options) -> TrainResult:
+    """The runs' results -> TrainResult; with folds, writes cv.json first."""
+    if cfg.folds:
+        cv = cv_summary(cfg, results, wall)
+        storage.write_json(storage.join(run_root, "cv.json"), cv, s3)
+        return TrainResult(name=name, run_dir=run_root, model=None, report=storage.join(run_root, "cv.json"),
+                           test_accuracy=cv["accuracy_mean"], test_windows=sum(r["test"]["n"] for r in results),
+                           roc_auc=None, wall_seconds=wall, folds=cfg.folds, accuracy_std=cv["accuracy_std"],
+                           fold_accuracies=tuple(cv["fold_accuracies"]),
+                           fold_models=tuple(storage.join(run_root, f"fold-{k}", "model.pt") for k in range(cfg.folds)))
+    t = results[0]["test"]
+    return TrainResult(name=name, run_dir=run_root, model=storage.join(run_root, "model.pt"),
+                       report=storage.join(run_root, "report"), test_accuracy=t["accuracy"], test_windows=t["n"],
+                       roc_auc=t["roc_auc"], wall_seconds=wall)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train on the shards of cfg.features into cfg.output/NAME with Ray Train (the Ray of this process if one
+    is up, else cfg.address, $RAY_ADDRESS or a new local one): one train/val/test run, or cfg.folds folds.
+    Prints the job's progress lines; raises JobError for bad input. Only the settings the CLI names are
+    read from cfg; the fields after `address` are derived per run (pipelines/train_config.resolve)."""
+    s3 = S3Options.from_env(cfg.endpoint_url)
+    t0 = time.time()
+    cfg, shard_dirs, fcfg, files, sources, windows = load_features(cfg, s3)
+    name, run_root = run_name(cfg, s3)
     try:
-        plans, storage_uri = plan_runs(a, files, sources, name, run_root)
+        plans, storage_uri = plan_runs(cfg, files, sources, name, run_root)
     except ValueError as e:
-        return _error(str(e))
-
+        raise JobError(str(e)) from e
+    console.ensure_ray(cfg.address, cfg.verbose)
     import ray
 
-    if not ray.is_initialized():  # tests and notebooks may have started Ray already
-        console.init_ray(a.address or os.environ.get("RAY_ADDRESS") or "local", a.verbose)
-    resources = ray.cluster_resources()
+    total_cpu = ray.cluster_resources().get("CPU", 1.0)
     results = []
     try:
         for pname, roles in plans:
             t1 = time.time()
-            cfg = resolve(vars(a), fcfg, roles, files, windows, resources.get("CPU", 1.0))
-            r = run_one(cfg, fcfg, shard_dirs, roles, storage_uri, pname, s3)
+            run_cfg = resolve(cfg.to_dict(), fcfg, roles, files, windows, total_cpu)
+            r = run_one(run_cfg, fcfg, shard_dirs, roles, storage_uri, pname, s3)
             r["wall_seconds"] = time.time() - t1
             results.append(r)
             h = r.get("test", {})
@@ -295,19 +267,18 @@ def main(argv=None) -> int:
                   f"ROC AUC {h.get('roc_auc')}, best epoch {r['best_epoch']} of {r['epochs_run']}, "
                   f"{r['train_samples_per_s']:.2f} crops/s, {r['wall_seconds']:.0f} s", flush=True)
     except ValueError as e:
-        return _error(str(e))
-    wall = time.time() - t0
-    if a.folds:
-        cv = cv_summary(a, results, wall)
-        storage.write_json(storage.join(run_root, "cv.json"), cv, s3)
-        print(f"train: done: {a.folds}-fold CV accuracy {cv['accuracy_mean']:.4f} +- {cv['accuracy_std']:.4f} "
-              f"({', '.join(f'{x:.3f}' for x in cv['fold_accuracies'])}) in {wall:.0f} s; models at "
-              f"{run_root}/fold-*/model.pt, report at {storage.join(run_root, 'cv.json')}", flush=True)
-        return 0
-    r = results[0]
-    print(f"train: done: test accuracy {r['test']['accuracy']:.4f} ({r['test']['n']} windows, ROC AUC "
-          f"{r['test']['roc_auc']}) in {wall:.0f} s; model at {storage.join(run_root, 'model.pt')}, "
-          f"report at {storage.join(run_root, 'report')}", flush=True)
+        raise JobError(str(e)) from e
+    return result_of(cfg, name, run_root, results, time.time() - t0, s3)
+
+
+def main(argv=None) -> int:
+    cfg = config_of(parse_args(argv))
+    try:
+        result = train(cfg)
+    except JobError as e:
+        print(f"train: error: {e}", file=sys.stderr)
+        return e.exit_code
+    print(result.summary_line(), flush=True)
     return 0
 
 

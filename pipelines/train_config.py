@@ -1,5 +1,6 @@
 """TrainConfig: every setting of a training run, typed and frozen, as the CLI of pipelines/train.py names
-them; train_config.json, metrics.json's `train_config` and the checkpoints' `train_config` are to_dict()."""
+them; train_config.json, metrics.json's `train_config` and the checkpoints' `train_config` are to_dict().
+TrainResult: what the training job (the API's `train`) returns."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import numpy as np
 
 from model import FeatureConfig, NetConfig
 from pipelines.storage import S3Options
+
+WEIGHTINGS = ("balanced", "sqrt", "none")    # --class-weighting, see class_weights()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +62,24 @@ class TrainConfig:
     windows: dict = dataclasses.field(default_factory=dict)   # {role: windows}
     files: dict = dataclasses.field(default_factory=dict)     # {role: files}
 
+    def __post_init__(self):
+        if isinstance(self.classes, str):                       # "music,speech,noise", as --classes takes it
+            object.__setattr__(self, "classes", tuple(c for c in self.classes.split(",") if c))
+        if self.name and self.resume:
+            raise ValueError("give name (--name) or resume (--resume), not both")
+        if self.folds == 1 or self.folds < 0:
+            raise ValueError(f"folds (--folds) must be 0 (train/test) or >= 2, got {self.folds}")
+        if self.num_workers < 1 or self.batch_size < self.num_workers:
+            raise ValueError(f"num_workers (--num-workers) must be >= 1 and batch_size (--batch-size) >= num_workers, "
+                             f"got {self.num_workers} and {self.batch_size}")
+        if self.crop_seconds <= 0 or self.epochs < 1:
+            raise ValueError(f"crop_seconds (--crop-seconds) must be > 0 and epochs (--epochs) >= 1, got "
+                             f"{self.crop_seconds} and {self.epochs}")
+        for name, known in (("class_weighting", WEIGHTINGS), ("group_by", ("file", "source"))):
+            if getattr(self, name) not in known:
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be one of {', '.join(known)}, got "
+                                 f"{getattr(self, name)!r}")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -87,9 +108,6 @@ class TrainConfig:
 def loop_config(cfg: TrainConfig, fcfg: FeatureConfig, run_uri: str, s3: S3Options | None) -> dict:
     """train_loop's argument (Ray Train's train_loop_config)."""
     return {"train": cfg.to_dict(), "features": fcfg.to_dict(), "run_uri": run_uri, "s3": s3}
-
-
-WEIGHTINGS = ("balanced", "sqrt", "none")
 
 
 def class_weights(counts: np.ndarray, how: str) -> tuple[float, ...]:
@@ -138,3 +156,30 @@ def resolve(cli: dict, fcfg: FeatureConfig, roles: dict, files: dict, windows: d
         steps_per_epoch=max(1, math.ceil(train_per_worker * c.crops_per_window / c.batch_size)),
         class_weights=class_weights(counts, c.class_weighting),
         windows=n_win, files={r: len(v) for r, v in by_role.items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a training job wrote (the API's `train` returns it): the run's folder, the model and report, and
+    the figures of its final line. With folds (cross-validation) the model is one per fold and the figures
+    are the folds' mean and spread; cv.json is the report."""
+    name: str
+    run_dir: str                        # OUT/NAME
+    model: str | None                   # OUT/NAME/model.pt, for the labeling job (None with folds)
+    report: str                         # OUT/NAME/report/ (metrics.json, plots); with folds OUT/NAME/cv.json
+    test_accuracy: float                # on the test windows; with folds the mean over the folds
+    test_windows: int                   # with folds summed over the folds
+    roc_auc: float | None               # None with folds (cv.json has each fold's)
+    wall_seconds: float
+    folds: int = 0
+    accuracy_std: float | None = None   # with folds: the spread of the folds' accuracies
+    fold_accuracies: tuple[float, ...] = ()
+    fold_models: tuple[str, ...] = ()   # OUT/NAME/fold-k/model.pt
+
+    def summary_line(self) -> str:
+        if self.folds:
+            return (f"train: done: {self.folds}-fold CV accuracy {self.test_accuracy:.4f} +- {self.accuracy_std:.4f} "
+                    f"({', '.join(f'{x:.3f}' for x in self.fold_accuracies)}) in {self.wall_seconds:.0f} s; models at "
+                    f"{self.run_dir}/fold-*/model.pt, report at {self.report}")
+        return (f"train: done: test accuracy {self.test_accuracy:.4f} ({self.test_windows} windows, ROC AUC "
+                f"{self.roc_auc}) in {self.wall_seconds:.0f} s; model at {self.model}, report at {self.report}")

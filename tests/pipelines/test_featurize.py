@@ -148,7 +148,7 @@ def test_default_spreads_files_over_tasks_one_shard_each(ray_local, tmp_path, ca
     assert len([f for d in job.finished_shards(out)[0] for f in os.listdir(d) if f.endswith(".parquet")]) == 2
     with pytest.raises(SystemExit):
         job.main(["--input", str(audio), "--output", out, "--files-per-task", "0"])
-    assert "--files-per-task must be >= 1" in capsys.readouterr().err
+    assert "(--files-per-task) must be >= 1" in capsys.readouterr().err
 
 
 def test_a_bug_in_our_code_fails_the_job_instead_of_an_error_row(ray_local, tmp_path):

@@ -1,0 +1,85 @@
+"""What a labeling run does, before Ray starts: the checkpoint and its windows, the files to label, and what
+an earlier run left in the output (refused, resumed, or overwritten: a rerun never destroys finished output)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+
+import pyarrow.compute as pc
+
+from model import FeatureConfig
+from model.segments import SILENCE
+from pipelines import exports, storage
+from pipelines.errors import JobError
+from pipelines.label_config import LabelConfig
+from pipelines.label_output import marker_uri, read_output
+from pipelines.storage import S3Options
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a run labels and with what: the checkpoint, its windows, the files to do and the settings
+    recorded in label_config.json."""
+    checkpoint: bytes
+    classes: list[str]          # the checkpoint's classes + silence: what the outputs may say
+    features: FeatureConfig     # the checkpoint's, with --window-seconds
+    hop: float
+    uris: list[str]
+    settings: dict
+
+
+def plan(cfg: LabelConfig, s3: S3Options) -> Plan:
+    """Loads the checkpoint and lists the input; raises JobError naming a bad model, input or output."""
+    from model import load_checkpoint
+
+    try:
+        storage.check_input(cfg.model, s3)
+        ckpt_bytes = storage.read_bytes(cfg.model, s3)
+        try:
+            net, base_cfg, _ = load_checkpoint(io.BytesIO(ckpt_bytes))
+        except Exception as e:
+            raise ValueError(f"{cfg.model} is not a usable checkpoint: {type(e).__name__}: {e}") from e
+        fcfg = dataclasses.replace(base_cfg, window_seconds=cfg.window_seconds or base_cfg.window_seconds)
+        storage.check_output(cfg.output, s3)
+        uris = [r["uri"] for r in storage.read_manifest(cfg.list, s3)] if cfg.list else \
+            storage.list_audio(cfg.input, s3, cfg.extensions)
+    except (storage.StorageError, ValueError) as e:
+        raise JobError(str(e)) from e
+    if not uris:
+        raise JobError(f"no audio files (of --extensions {','.join(cfg.extensions)}) found in {cfg.input or cfg.list}")
+    classes, hop = [*net.cfg.classes, SILENCE], cfg.hop_seconds or fcfg.window_seconds
+    settings = {"model": cfg.model, "model_sha256": hashlib.sha256(ckpt_bytes).hexdigest(), "classes": classes,
+                "feature_config": fcfg.to_dict(), "hop_seconds": hop, "resolution_seconds": cfg.resolution_seconds,
+                "min_segment_seconds": cfg.min_segment_seconds, "silence_db": cfg.silence_db,
+                "silence_min_seconds": cfg.silence_min_seconds}
+    return Plan(ckpt_bytes, classes, fcfg, hop, uris, settings)
+
+
+def files_to_do(cfg: LabelConfig, p: Plan, s3: S3Options) -> list[str]:
+    """Reruns never destroy finished output: refuse (JobError), resume (-> the files not labeled ok yet), or
+    (explicitly) overwrite. Writes label_config.json."""
+    out = cfg.output
+    cfg_uri, finished = storage.join(out, "label_config.json"), storage.exists(marker_uri(out), s3)
+    have_ok = set()
+    if cfg.overwrite or not cfg.resume:
+        if finished and not cfg.overwrite:
+            done = storage.read_json(marker_uri(out), s3)
+            raise JobError(f"{out} already holds a finished labeling run ({done.get('files')} files); pass "
+                           "--resume to label only new files or --overwrite to replace it")
+        for sub in ("parts", "files.parquet", "segments.parquet", "files.csv", "segments.csv", "_SUCCESS.json",
+                    *exports.OUTPUTS):
+            storage.remove(storage.join(out, sub), s3)  # --overwrite, or leftovers of a run that died
+    elif storage.exists(cfg_uri, s3):
+        old = storage.read_json(cfg_uri, s3)
+        if {k: old.get(k) for k in p.settings if k != "model"} != {k: v for k, v in p.settings.items() if k != "model"}:
+            raise JobError(f"{out} was labeled with another model or settings ({old}); use another --output "
+                           "or --overwrite")
+        files, _ = read_output(out, s3, p.classes)
+        have_ok = set(files.filter(pc.equal(files.column("status"), "ok")).column("uri").to_pylist())
+    storage.write_json(cfg_uri, p.settings, s3)
+    todo = [u for u in p.uris if u not in have_ok]
+    if cfg.resume:
+        print(f"label: --resume: {len(p.uris) - len(todo)} files already labeled, {len(todo)} to go", flush=True)
+    return todo
