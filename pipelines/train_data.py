@@ -57,8 +57,10 @@ def select(batch: pa.Table, roles: dict, clean_roles: tuple = ("test",)) -> pa.T
 
 def describe(cfg: TrainConfig) -> str:
     """The ingest choice for the driver's line."""
-    how = f"{cfg.ingest_path} ({cfg.ingest}: a worker's in-memory load ~{cfg.worker_data_mb:,.0f} MiB, budget " \
-          f"{cfg.memory_budget_mb:,.0f} MiB)"
+    def mib(x):
+        return f"{x:,.0f}" if x >= 10 else f"{x:.2g}"
+    how = f"{cfg.ingest_path} ({cfg.ingest}: a worker's in-memory load ~{mib(cfg.worker_data_mb)} MiB, budget " \
+          f"{mib(cfg.memory_budget_mb)} MiB)"
     return how + (f", shuffle buffer {cfg.shuffle_buffer} windows" if cfg.ingest_path == "stream" else "")
 
 
