@@ -3,7 +3,8 @@
 Ray Train's TorchTrainer runs DDP over --num-workers workers (NCCL on GPUs, gloo on CPUs). Each worker
 reads its shard of the training windows through Ray Data once (uint8 magma indices, ~165 kB per 30 s
 window), keeps them in memory, and trains on random time crops of them, expanding the index to the
-dense (4, 10, n_mels, frames) tensor on its own device.
+dense (4, 10, n_mels, frames) tensor on its own device. When that would not fit --memory-budget-mb (or with
+--ingest stream) it streams them instead: every epoch reads them again and cuts the crops as they arrive.
 
     # the demo features written by `python pipelines/featurize.py`, on a local Ray
     python pipelines/train.py --features demo_out/features --output demo_out/train
