@@ -3,7 +3,8 @@
 Ray Train's TorchTrainer runs DDP over --num-workers workers (NCCL on GPUs, gloo on CPUs). Each worker
 reads its shard of the training windows through Ray Data once (uint8 magma indices, ~165 kB per 30 s
 window), keeps them in memory, and trains on random time crops of them, expanding the index to the
-dense (4, 10, n_mels, frames) tensor on its own device.
+dense (4, 10, n_mels, frames) tensor on its own device. When that would not fit --memory-budget-mb (or with
+--ingest stream) it streams them instead: every epoch reads them again and cuts the crops as they arrive.
 
     # the demo features written by `python pipelines/featurize.py`, on a local Ray
     python pipelines/train.py --features demo_out/features --output demo_out/train
@@ -98,6 +99,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads-per-worker", type=int,
                    help="torch threads per CPU worker (default: the cluster's CPUs / workers; data is loaded "
                         "once before training, so compute may use all cores)")
+    p.add_argument("--ingest", choices=["auto", "memory", "stream"], default="auto",
+                   help="memory: each worker loads its windows once; stream: each epoch streams them through Ray "
+                        "Data (bounded by disk, not RAM); auto: memory when a worker's load fits --memory-budget-mb")
+    p.add_argument("--memory-budget-mb", type=float, default=4096.0,
+                   help="per worker: the largest in-memory load --ingest auto accepts; a quarter of it is the "
+                        "stream path's shuffle buffer")
     p.add_argument("--batch-size", type=int, default=16, help="global batch size (split across the workers)")
     p.add_argument("--epochs", type=int, default=40, help="maximum epochs")
     p.add_argument("--min-epochs", type=int, default=8, help="no early stop before this many epochs")
@@ -174,7 +181,8 @@ def run_one(cfg: TrainConfig, fcfg: FeatureConfig, shard_dirs: list[str], roles:
     print(f"train: {name}: {len(by_role['train'])}/{len(by_role['val'])}/{len(by_role['test'])} files "
           f"({n_win['train']}/{n_win['val']}/{n_win['test']} windows) train/val/test; {cfg.num_workers} workers x "
           f"{cfg.cpus_per_worker:g} CPU{' + 1 GPU' if cfg.use_gpu else ''}, {cfg.threads_per_worker} threads; "
-          f"{cfg.steps_per_epoch} steps/epoch of {cfg.batch_size} crops of {cfg.crop_frames} frames", flush=True)
+          f"{cfg.steps_per_epoch} steps/epoch of {cfg.batch_size} crops of {cfg.crop_frames} frames; ingest "
+          f"{train_data.describe(cfg)}", flush=True)
 
     run_config = RunConfig(
         name=name, storage_path=storage.arrow_path(storage_uri),
@@ -187,7 +195,7 @@ def run_one(cfg: TrainConfig, fcfg: FeatureConfig, shard_dirs: list[str], roles:
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={
             "CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}),
-        run_config=run_config, datasets=train_data.datasets(shard_dirs, by_role, cfg.seed, s3, cfg.verbose),
+        run_config=run_config, datasets=train_data.datasets(shard_dirs, by_role, cfg.seed, s3, cfg.verbose, cfg.ingest_path),
         dataset_config=DataConfig(datasets_to_split=["train"]))
     result = trainer.fit()
     out = result.return_value

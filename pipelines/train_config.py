@@ -18,7 +18,7 @@ WEIGHTINGS = ("balanced", "sqrt", "none")    # --class-weighting, see class_weig
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run, as the CLI names them (train_config.json is to_dict()); the fields
-    after `address` are derived by the driver from the data (0 / empty until then)."""
+    after `verbose` are derived by the driver from the data (0 / empty until then)."""
     features: str = "demo_out/features"
     output: str = "demo_out/train"
     name: str | None = None
@@ -27,6 +27,8 @@ class TrainConfig:
     use_gpu: bool = False
     cpus_per_worker: float | None = None
     threads_per_worker: int | None = None
+    ingest: str = "auto"
+    memory_budget_mb: float = 4096.0
     batch_size: int = 16
     epochs: int = 40
     min_epochs: int = 8
@@ -61,6 +63,9 @@ class TrainConfig:
     class_weights: tuple[float, ...] = ()
     windows: dict = dataclasses.field(default_factory=dict)   # {role: windows}
     files: dict = dataclasses.field(default_factory=dict)     # {role: files}
+    ingest_path: str = ""            # "memory" or "stream": what `ingest` chose (see ingest_plan)
+    worker_data_mb: float = 0.0      # estimated peak MiB of one worker's in-memory load
+    shuffle_buffer: int = 0          # stream: windows in each worker's local shuffle buffer
 
     def __post_init__(self):
         if isinstance(self.classes, str):                       # "music,speech,noise", as --classes takes it
@@ -75,7 +80,10 @@ class TrainConfig:
         if self.crop_seconds <= 0 or self.epochs < 1:
             raise ValueError(f"crop_seconds (--crop-seconds) must be > 0 and epochs (--epochs) >= 1, got "
                              f"{self.crop_seconds} and {self.epochs}")
-        for name, known in (("class_weighting", WEIGHTINGS), ("group_by", ("file", "source"))):
+        if self.memory_budget_mb <= 0:
+            raise ValueError(f"memory_budget_mb (--memory-budget-mb) must be > 0, got {self.memory_budget_mb}")
+        for name, known in (("class_weighting", WEIGHTINGS), ("group_by", ("file", "source")),
+                            ("ingest", ("auto", "memory", "stream"))):
             if getattr(self, name) not in known:
                 raise ValueError(f"{name} (--{name.replace('_', '-')}) must be one of {', '.join(known)}, got "
                                  f"{getattr(self, name)!r}")
@@ -128,12 +136,35 @@ def class_weights(counts: np.ndarray, how: str) -> tuple[float, ...]:
     return tuple(float(x) for x in w)
 
 
+INGESTS = ("auto", "memory", "stream")
+
+
+def ingest_plan(c: "TrainConfig", fcfg: FeatureConfig, n_win: dict) -> dict:
+    """How each worker gets its windows: {ingest_path, worker_data_mb, shuffle_buffer}.
+
+    The in-memory path holds a worker's share of the uint8 indices (train: its equal streaming_split part;
+    val + test: its hash part) and, while it stacks the larger part, that part twice (a list of rows, then
+    the array): the estimate is that peak. `auto` keeps it in memory when it fits memory_budget_mb, else
+    streams. The stream path's local shuffle buffer takes a quarter of the budget (at least 4 local batches,
+    at most the worker's share): it mixes the class-pure runs of featurize's shard files."""
+    if c.ingest not in INGESTS:
+        raise ValueError(f"unknown --ingest {c.ingest!r} (known: {', '.join(INGESTS)})")
+    row = fcfg.n_mels * fcfg.n_frames()
+    train_w = n_win["train"] // c.num_workers
+    eval_w = -(-(n_win["val"] + n_win["test"]) // c.num_workers)
+    peak_mb = (train_w + eval_w + max(train_w, eval_w)) * row / 2**20
+    path = c.ingest if c.ingest != "auto" else "memory" if peak_mb <= c.memory_budget_mb else "stream"
+    local_batch = max(1, c.batch_size // c.num_workers)
+    buffer = min(train_w, max(4 * local_batch, int(c.memory_budget_mb * 2**20 / 4 // row)))
+    return {"ingest_path": path, "worker_data_mb": peak_mb, "shuffle_buffer": buffer if path == "stream" else 0}
+
+
 def resolve(cli: dict, fcfg: FeatureConfig, roles: dict, files: dict, windows: dict,
             total_cpu: float) -> TrainConfig:
     """A run's TrainConfig: the CLI's settings (cli: the parsed options, classes a tuple) and what follows
     from the files of each role ({uri: role}; files {uri: (label, split)}, windows {uri: rows}) and the
-    cluster's CPUs: steps per epoch, class weights, crops in frames, CPUs and threads per worker.
-    Raises ValueError when a class has no training windows or the workers outnumber them."""
+    cluster's CPUs: steps per epoch, class weights, crops in frames, CPUs and threads per worker, the ingest
+    path. Raises ValueError when a class has no training windows or the workers outnumber them."""
     c = TrainConfig.from_dict(cli)
     by_role = {r: sorted(u for u, x in roles.items() if x == r) for r in ("train", "val", "test")}
     n_win = {r: sum(windows[u] for u in by_role[r]) for r in by_role}
@@ -155,7 +186,7 @@ def resolve(cli: dict, fcfg: FeatureConfig, roles: dict, files: dict, windows: d
         eval_crop_frames=max(8, min(fcfg.n_frames(), int(round((c.eval_crop_seconds or c.crop_seconds) * sr / hop)))),
         steps_per_epoch=max(1, math.ceil(train_per_worker * c.crops_per_window / c.batch_size)),
         class_weights=class_weights(counts, c.class_weighting),
-        windows=n_win, files={r: len(v) for r, v in by_role.items()})
+        windows=n_win, files={r: len(v) for r, v in by_role.items()}, **ingest_plan(c, fcfg, n_win))
 
 
 @dataclasses.dataclass(frozen=True)

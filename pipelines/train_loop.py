@@ -1,12 +1,12 @@
 """One Ray Train worker's training run: an epoch of random crops, evaluation, early stopping, checkpoints,
-the report and the export of model.pt (the method: pipelines/train.py's docstring). The driver
-(pipelines/train.py) builds the TrainConfig and the datasets and hands `train_loop` to a TorchTrainer.
+then the report and model.pt (pipelines/train_results.py; the method: pipelines/train.py's docstring). The
+driver (pipelines/train.py) builds the TrainConfig and the datasets and hands `train_loop` to a TorchTrainer;
+the windows come from the run's ingest path (train_data.MemoryIngest or train_stream.StreamIngest).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import math
@@ -19,11 +19,10 @@ import torch
 
 from model import Conv3DNet, FeatureConfig, expand
 from model.checkpoint import checkpoint_dict, read_checkpoint
-from model.crops import mask_, random_crops, window_logits
-from pipelines import console, storage, train_data
-from pipelines.report import classification_metrics, write_report
-from pipelines.storage import S3Options
+from model.crops import window_logits
+from pipelines import console, train_data, train_stream
 from pipelines.train_config import TrainConfig
+from pipelines.train_results import test_report, write_results
 
 
 @dataclasses.dataclass
@@ -102,24 +101,16 @@ def _sync_buffers(net, world: int) -> None:
             dist.broadcast(b, 0)
 
 
-def train_epoch(model, opt, loss_fn, train: dict, cfg: TrainConfig, n_bins: int, epoch: int, rng,
-                device, world: int) -> dict:
-    """steps_per_epoch steps of local batches of random crops; -> the epoch's loss, accuracy and
-    throughput over all ranks."""
+def train_epoch(model, opt, loss_fn, batches, cfg: TrainConfig, n_bins: int, epoch: int, device, world: int) -> dict:
+    """steps_per_epoch steps over `batches` (the ingest's local batches of uint8 crops and labels; every
+    rank gets exactly steps_per_epoch); -> the epoch's loss, accuracy and throughput over all ranks."""
     model.train()
     cuda = device.type == "cuda"
     t0 = time.time()
-    local_batch, n_local, steps = max(1, cfg.batch_size // world), len(train["label"]), cfg.steps_per_epoch
-    perm, pos = rng.permutation(n_local), 0
+    steps, done = cfg.steps_per_epoch, 0
     tot_loss, tot_ok, tot_n = 0.0, 0, 0
-    for step in range(steps):
-        if pos + local_batch > n_local:
-            perm, pos = np.concatenate([perm[pos:], rng.permutation(n_local)]), 0
-        idx = perm[pos:pos + local_batch]
-        pos += local_batch
-        x = random_crops(train["index"][idx], train["real"][idx], cfg.crop_frames, rng)
-        mask_(x, rng, cfg.time_masks, cfg.time_mask_fraction, cfg.freq_masks, cfg.freq_mask_mels)
-        y = torch.from_numpy(train["label"][idx]).to(device)
+    for step, (x, y) in enumerate(batches):
+        y = torch.from_numpy(y).to(device)
         for g in opt.param_groups:
             g["lr"] = cfg.lr_at(epoch + step / steps)
         dense = expand(torch.from_numpy(x).to(device), n_bins)
@@ -131,9 +122,12 @@ def train_epoch(model, opt, loss_fn, train: dict, cfg: TrainConfig, n_bins: int,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        tot_loss += float(loss.detach()) * len(idx)
+        tot_loss += float(loss.detach()) * len(y)
         tot_ok += int((logits.argmax(1) == y).sum())
-        tot_n += len(idx)
+        tot_n += len(y)
+        done += 1
+    if done != steps:  # the ingest's promise; a rank that stepped differently would hang DDP's all-reduce
+        raise RuntimeError(f"epoch {epoch}: {done} steps instead of {steps}")
     train_s = time.time() - t0
     agg = _gather((tot_loss, tot_ok, tot_n), world)
     n_all = sum(a[2] for a in agg)
@@ -141,11 +135,19 @@ def train_epoch(model, opt, loss_fn, train: dict, cfg: TrainConfig, n_bins: int,
             "seconds": train_s, "samples_per_s": n_all / train_s}
 
 
-def evaluate(net, data: dict, cfg: TrainConfig, n_bins: int, device, world: int) -> dict:
-    """Every rank evaluates its part, all ranks get all: probs (N, C), labels, keys, in key order."""
-    logits = window_logits(net, data["index"], data["real"], cfg.eval_crop_frames, n_bins, device,
-                           cfg.eval_batch_size)
-    part = {"logits": logits.numpy(), "label": data["label"], "uri": data["uri"], "start": data["start"]}
+def evaluate(net, parts, cfg: TrainConfig, n_bins: int, device, world: int) -> dict:
+    """Every rank evaluates its windows (`parts`: arrays of train_data.rows_to_arrays), all ranks get all:
+    probs (N, C), labels, keys, in key order."""
+    mine = {"logits": [], "label": [], "uri": [], "start": []}
+    for data in parts:
+        mine["logits"].append(window_logits(net, data["index"], data["real"], cfg.eval_crop_frames, n_bins, device,
+                                            cfg.eval_batch_size).numpy())
+        mine["label"].append(data["label"])
+        mine["uri"] += data["uri"]
+        mine["start"] += data["start"]
+    part = {"logits": np.concatenate(mine["logits"]) if mine["logits"] else np.zeros((0, len(cfg.classes)), np.float32),
+            "label": np.concatenate(mine["label"]) if mine["label"] else np.zeros(0, np.int64),
+            "uri": mine["uri"], "start": mine["start"]}
     parts = _gather(part, world)
     keys = [(u, s) for p in parts for u, s in zip(p["uri"], p["start"])]
     order = sorted(range(len(keys)), key=lambda i: keys[i])
@@ -165,48 +167,6 @@ def _peak_memory_mb(device) -> float:
     if device.type == "cuda":
         return max(rss, torch.cuda.max_memory_allocated(device) / 2**20)
     return rss
-
-
-# ------------------------------------------------------------------------------------------------
-# the result: the best validation epoch's weights on the test windows, the report and model.pt
-
-def test_report(te: dict, state: dict, stopper: EarlyStopping, cfg: TrainConfig, world: int, device) -> dict:
-    """metrics.json's content but the timings and memory (rank 0)."""
-    classes = cfg.classes
-    m = classification_metrics(te["probs"], te["label"], classes)
-    files = {}  # file level: mean of the window probabilities of each file
-    for (u, _), p, lab in zip(te["keys"], te["probs"], te["label"]):
-        files.setdefault(u, [[], lab])[0].append(p)
-    fp = np.array([np.mean(v[0], 0) for v in files.values()]) if files else np.zeros((0, len(classes)))
-    fl = np.array([v[1] for v in files.values()], np.int64)
-    hist = state["history"]
-    return {
-        "test": m, "test_files_accuracy": float((fp.argmax(1) == fl).mean()) if len(fl) else None,
-        "best_epoch": stopper.best_epoch, "best_val_loss": stopper.best_val_loss,
-        "epochs_run": len(hist), "early_stopped": stopper.stopped and state["epoch"] + 1 < cfg.epochs,
-        "starts": state["starts"], "resumed_from_epoch": state["starts"][-1] if len(state["starts"]) > 1 else None,
-        "history": hist, "world_size": world, "device": str(device),
-        "backend": "nccl" if device.type == "cuda" else "gloo", "classes": list(classes),
-        "train_samples_per_s": float(np.mean([h["train_samples_per_s"] for h in hist])) if hist else None,
-    }
-
-
-def write_results(report: dict, te: dict, net, fcfg: FeatureConfig, cfg: TrainConfig, run_uri: str,
-                  s3: S3Options | None) -> None:
-    """report/ (metrics.json, predictions.json, plots), then model.pt and its configs for the labeling job."""
-    classes, m = cfg.classes, report["test"]
-    storage.write_json(storage.join(run_uri, "report", "predictions.json"),
-                       {"classes": list(classes), "windows": [
-                           {"uri": u, "window_start": s, "label": classes[int(lab)], "probs": [float(q) for q in p]}
-                           for (u, s), p, lab in zip(te["keys"], te["probs"], te["label"])]}, s3)
-    write_report(storage.join(run_uri, "report"), report, report["history"], te["probs"], te["label"], classes, s3)
-    buf = io.BytesIO()
-    torch.save(checkpoint_dict(net, fcfg, eval_crop_frames=cfg.eval_crop_frames, epoch=report["best_epoch"],
-                               metrics=json.dumps({"test_accuracy": m["accuracy"], "roc_auc": m["roc_auc"]}),
-                               train_config=json.dumps(cfg.to_dict())), buf)
-    storage.write_bytes(storage.join(run_uri, "model.pt"), buf.getvalue(), s3)
-    storage.write_json(storage.join(run_uri, "net_config.json"), cfg.net_config().to_dict(), s3)
-    storage.write_json(storage.join(run_uri, "feature_config.json"), fcfg.to_dict(), s3)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -250,8 +210,8 @@ def train_loop(config: dict) -> dict | None:
     if device.type != "cuda":
         torch.set_num_threads(cfg.threads_per_worker)
     t_start = time.time()
-    train, val, test = train_data.worker_data(rank, world, fcfg, cfg.classes)
-    load_s = time.time() - t_start
+    ingest = (train_stream.StreamIngest if cfg.ingest_path == "stream" else train_data.MemoryIngest)(cfg, fcfg, rank, world)
+    load_s = time.time() - t_start   # the in-memory path's one read; the stream path reads every epoch
 
     net, model, opt, state, stopper = prepare(cfg, ray.train.get_checkpoint(), device, world)
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(cfg.class_weights, dtype=torch.float32, device=device),
@@ -261,10 +221,10 @@ def train_loop(config: dict) -> dict | None:
         if stopper.stopped:
             break
         t0 = time.time()
-        tr = train_epoch(model, opt, loss_fn, train, cfg, fcfg.n_bins, epoch, rng, device, world)
+        tr = train_epoch(model, opt, loss_fn, ingest.batches(rng), cfg, fcfg.n_bins, epoch, device, world)
         _sync_buffers(net, world)  # BatchNorm statistics: rank 0's everywhere (DDP re-broadcasts only at forward)
         net.eval()
-        v = evaluate(net, val, cfg, fcfg.n_bins, device, world)
+        v = evaluate(net, ingest.windows("val"), cfg, fcfg.n_bins, device, world)
         rec = {"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": v["loss"],
                "val_acc": v["acc"], "lr": cfg.lr_at(epoch + 1), "train_seconds": tr["seconds"],
                "train_samples_per_s": tr["samples_per_s"], "epoch_seconds": time.time() - t0}
@@ -282,13 +242,13 @@ def train_loop(config: dict) -> dict | None:
                              checkpoint=save_checkpoint(tmp, net, fcfg, opt, state, stopper, cfg) if rank == 0 else None,
                              checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
 
-    out = finish(net, test, state, stopper, cfg, fcfg, config, device, rank, world, load_s)
+    out = finish(net, ingest.windows("test"), state, stopper, cfg, fcfg, config, device, rank, world, load_s)
     ray.train.report({"epoch": state["epoch"], "done": True,
                       "test_accuracy": out["test"]["accuracy"] if out else None})
     return out
 
 
-def finish(net, test: dict, state: dict, stopper: EarlyStopping, cfg: TrainConfig, fcfg: FeatureConfig,
+def finish(net, test, state: dict, stopper: EarlyStopping, cfg: TrainConfig, fcfg: FeatureConfig,
            config: dict, device, rank: int, world: int, load_s: float) -> dict | None:
     """The best validation epoch's weights on the test windows; rank 0 writes the report and model.pt and
     returns metrics.json's content without the history."""
@@ -302,6 +262,7 @@ def finish(net, test: dict, state: dict, stopper: EarlyStopping, cfg: TrainConfi
         return None
     report = {**test_report(te, state, stopper, cfg, world, device),
               "peak_memory_mb_per_worker": max(peaks), "data_load_seconds": load_s, "test_eval_seconds": test_s,
+              "ingest": cfg.ingest_path, "worker_data_mb_estimate": cfg.worker_data_mb,
               "test_windows_per_s": len(te["label"]) / test_s if test_s else None,
               "train_config": cfg.to_dict(), "run": config["run_uri"]}
     write_results(report, te, net, fcfg, cfg, config["run_uri"], config["s3"])

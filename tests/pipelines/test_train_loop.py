@@ -121,3 +121,27 @@ def test_checkpoint_restores_weights_optimizer_and_progress(tmp_path):
     assert stop2.state() == stop.state() and stop2.patience == 3
     assert all(torch.equal(stop.best_model[k], stop2.best_model[k]) for k in stop.best_model)
     assert opt2.state_dict()["state"][0]["step"] == 1
+
+
+def test_ingest_auto_keeps_small_sets_in_memory_and_streams_past_the_budget():
+    fcfg = FeatureConfig(window_seconds=4.0)
+    row_mib = fcfg.n_mels * fcfg.n_frames() / 2**20
+    windows = {u: 2 for u in FILES}                             # train 28, val 4, test 8 windows
+    cfg = resolve(_cli(), fcfg, ROLES, FILES, windows, 2.0)
+    # per worker: 14 train + 6 eval windows held, the larger part twice while it is stacked
+    assert cfg.ingest == "auto" and cfg.ingest_path == "memory" and cfg.shuffle_buffer == 0
+    assert cfg.worker_data_mb == pytest.approx((14 + 6 + 14) * row_mib)
+    small = resolve(_cli("--memory-budget-mb", str(33 * row_mib)), fcfg, ROLES, FILES, windows, 2.0)
+    assert small.ingest_path == "stream" and small.worker_data_mb == cfg.worker_data_mb
+    assert small.shuffle_buffer == 14                           # at most the worker's part
+    budget = ["--memory-budget-mb", str(33 * row_mib)]
+    assert resolve(_cli(*budget, "--batch-size", "2"), fcfg, ROLES, FILES, windows, 2.0).shuffle_buffer == 8   # 33 / 4
+    assert resolve(_cli(*budget, "--batch-size", "6"), fcfg, ROLES, FILES, windows, 2.0).shuffle_buffer == 12  # 4 x 3
+    stream = resolve(_cli("--ingest", "stream"), fcfg, ROLES, FILES, windows, 2.0)
+    assert stream.ingest_path == "stream" and stream.shuffle_buffer == 14
+    forced = resolve(_cli("--ingest", "memory", "--memory-budget-mb", "0.001"), fcfg, ROLES, FILES, windows, 2.0)
+    assert forced.ingest_path == "memory"
+    with pytest.raises(SystemExit):
+        job.parse_args(["--memory-budget-mb", "0"])
+    with pytest.raises(ValueError, match="'disk'"):
+        resolve({**_cli(), "ingest": "disk"}, fcfg, ROLES, FILES, windows, 2.0)
