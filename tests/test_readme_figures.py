@@ -45,3 +45,11 @@ def test_label_table_is_its_results_file():
     for ev in r["segments_hour"].values():
         for k in ("music", "speech"):
             assert " / ".join(f"{ev[k][m]:.3f}" for m in ("precision", "recall", "f1")) in text, k
+
+
+def test_ingest_table_is_its_results_file():
+    r = results("ingest.json")
+    for path, v in r["summary"].items():
+        line = readme_line(f"| {path} | ")
+        assert f"| {v['crops_per_s']:.2f} | {v['train_seconds_per_epoch']:.1f} | {v['data_load_seconds']:.1f} | " \
+               f"{v['peak_memory_mb_per_worker']:.0f} | {v['test_accuracy']:.3f} |" in line, line
