@@ -27,6 +27,24 @@ def add_verbose(p) -> None:
                    help="show Ray's own INFO logs and Ray Data's progress bars (off: the job's lines only)")
 
 
+def add_cluster_options(p) -> None:
+    """The options every job shares, last and in this order (the configs' fields end the same way)."""
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    add_verbose(p)
+
+
+def parse_checked(p, argv, config_of):
+    """p.parse_args(argv), refused with argparse's usage error when config_of(options) raises ValueError
+    (the job's config checks its own values)."""
+    a = p.parse_args(argv)
+    try:
+        config_of(a)
+    except ValueError as e:
+        p.error(str(e))
+    return a
+
+
 def init_ray(address: str, verbose: bool = False) -> None:
     """ray.init for a job: with verbose=False Ray's INFO lines stay in its log files (/tmp/ray/session_*/logs)."""
     import ray

@@ -41,7 +41,7 @@ import pyarrow.compute as pc  # noqa: E402
 from model import FeatureConfig  # noqa: E402
 from pipelines import console, storage  # noqa: E402
 from pipelines.augment import AugmentConfig  # noqa: E402
-from pipelines.errors import JobError  # noqa: E402
+from pipelines.errors import JobError, run_cli  # noqa: E402
 from pipelines.featurize_config import AUGMENT_KINDS, FeaturizeConfig, FeaturizeResult  # noqa: E402
 # the CPU stage (Ray pickles it by reference to its module, also when this file runs as __main__)
 from pipelines.featurize_rows import copy_plans, featurize_files, file_rows, head_of  # noqa: E402,F401
@@ -85,9 +85,7 @@ def parser() -> argparse.ArgumentParser:
                    help="files per Ray task (= per Parquet shard); default: the files spread over 4 tasks per "
                         "CPU, at most 32 (a 30 s clip takes ~25 ms, Ray Data ~70 ms to dispatch a task here)")
     p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs reserved per featurize task")
-    p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
-    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    console.add_verbose(p)
+    console.add_cluster_options(p)
     return p
 
 
@@ -97,13 +95,7 @@ def config_of(a: argparse.Namespace) -> FeaturizeConfig:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = parser()
-    a = p.parse_args(argv)
-    try:
-        config_of(a)
-    except ValueError as e:
-        p.error(str(e))
-    return a
+    return console.parse_checked(parser(), argv, config_of)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -250,14 +242,7 @@ def featurize(cfg: FeaturizeConfig) -> FeaturizeResult:
 
 
 def main(argv=None) -> int:
-    cfg = config_of(parse_args(argv))
-    try:
-        result = featurize(cfg)
-    except JobError as e:
-        print(f"featurize: error: {e}", file=sys.stderr)
-        return e.exit_code
-    print(result.summary_line(), flush=True)
-    return 0
+    return run_cli("featurize", featurize, config_of(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ import pyarrow.compute as pc  # noqa: E402
 
 from model.segments import SILENCE, segments, timeline  # noqa: E402,F401  (timeline, segments: part of the API)
 from pipelines import console, exports, storage  # noqa: E402
-from pipelines.errors import JobError  # noqa: E402
+from pipelines.errors import JobError, run_cli  # noqa: E402
 from pipelines.label_config import LabelConfig, LabelResult  # noqa: E402
 from pipelines.label_plan import Plan, files_to_do, plan  # noqa: E402
 from pipelines.label_output import (SEGMENT_SCHEMA, PartWriter, assemble, collect, file_schema,  # noqa: E402,F401
@@ -107,9 +107,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a finished output")
     p.add_argument("--resume", action="store_true", help="keep what is labeled in the output (finished or not) "
                                                          "and label only the rest (files with errors are retried)")
-    p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
-    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    console.add_verbose(p)
+    console.add_cluster_options(p)
     return p
 
 
@@ -228,14 +226,7 @@ def label(cfg: LabelConfig) -> LabelResult:
 
 
 def main(argv=None) -> int:
-    cfg = config_of(parse_args(argv))
-    try:
-        result = label(cfg)
-    except JobError as e:
-        print(f"label: error: {e}", file=sys.stderr, flush=True)
-        return e.exit_code
-    print(result.summary_line(), flush=True)
-    return 0
+    return run_cli("label", label, config_of(parse_args(argv)))
 
 
 if __name__ == "__main__":

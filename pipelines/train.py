@@ -69,7 +69,7 @@ if __package__ in (None, ""):  # `python pipelines/train.py`: make the repositor
 
 from model import FeatureConfig  # noqa: E402  (benchmarks/accuracy.py reads train.FeatureConfig)
 from pipelines import console, shards, storage, train_data  # noqa: E402
-from pipelines.errors import JobError  # noqa: E402
+from pipelines.errors import JobError, run_cli  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
 from pipelines.train_config import TrainConfig, TrainResult, loop_config, resolve  # noqa: E402
 from pipelines.train_plan import cv_summary, plan_runs, select_classes  # noqa: E402
@@ -145,9 +145,7 @@ def parser() -> argparse.ArgumentParser:
                         "composer or recording chain) out of training, to measure generalization to new sources")
     p.add_argument("--seed", type=int, default=0, help="random seed (splits, initialization, crops)")
     p.add_argument("--max-failures", type=int, default=2, help="worker failures to recover from (FailureConfig)")
-    p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
-    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    console.add_verbose(p)
+    console.add_cluster_options(p)
     return p
 
 
@@ -158,13 +156,7 @@ def config_of(a: argparse.Namespace) -> TrainConfig:
 
 def parse_args(argv=None) -> argparse.Namespace:
     """The options, in TrainConfig's field order (classes: the --classes string or None)."""
-    p = parser()
-    a = p.parse_args(argv)
-    try:
-        config_of(a)
-    except ValueError as e:
-        p.error(str(e))
-    return a
+    return console.parse_checked(parser(), argv, config_of)
 
 
 def run_one(cfg: TrainConfig, fcfg: FeatureConfig, shard_dirs: list[str], roles: dict, storage_uri: str,
@@ -280,14 +272,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 
 def main(argv=None) -> int:
-    cfg = config_of(parse_args(argv))
-    try:
-        result = train(cfg)
-    except JobError as e:
-        print(f"train: error: {e}", file=sys.stderr)
-        return e.exit_code
-    print(result.summary_line(), flush=True)
-    return 0
+    return run_cli("train", train, config_of(parse_args(argv)))
 
 
 if __name__ == "__main__":
