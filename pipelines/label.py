@@ -51,7 +51,7 @@ import pyarrow.compute as pc  # noqa: E402
 from model.segments import SILENCE, segments, timeline  # noqa: E402,F401  (timeline, segments: part of the API)
 from pipelines import console, exports, storage  # noqa: E402
 from pipelines.label_output import (SEGMENT_SCHEMA, PartWriter, assemble, collect, file_schema,  # noqa: E402,F401
-                                    marker_uri, read_output)
+                                    marker_uri, read_output, remove_parts)
 from pipelines.report import plot_file  # noqa: E402
 from pipelines.scoring import SCORE_SCHEMA, Scorer, pool_steps_for, window_rows  # noqa: E402,F401
 from pipelines.storage import S3Options  # noqa: E402
@@ -176,6 +176,7 @@ def main(argv=None) -> int:
             return 2
         files, _ = read_output(out, s3, classes)
         have_ok = set(files.filter(pc.equal(files.column("status"), "ok")).column("uri").to_pylist())
+    storage.remove_temp_files(out, s3)                   # what a crash left mid-write: never read
     storage.write_json(cfg_uri, settings, s3)
     todo = [u for u in uris if u not in have_ok]
     if a.resume:
@@ -237,7 +238,7 @@ def main(argv=None) -> int:
             pacsv.write_csv(t, buf)
             storage.write_bytes(storage.join(out, name), buf.getvalue(), s3)
     exports.write_exports(out, files, segs, a.format, s3)
-    storage.remove(storage.join(out, "parts"), s3)
+    remove_parts(out, s3)
     if a.plot:
         puri = a.plot_uri or uris[0]
         plot_file(puri, segs.filter(pc.equal(segs.column("uri"), puri)), a.plot, cfg, s3)
