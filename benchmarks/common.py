@@ -64,9 +64,10 @@ def grid_eval(segs, truth, classes=("music", "speech"), step: float = 0.01) -> d
     return res
 
 
-def tree_rss(pid: int) -> tuple[int, int]:
-    """(summed RSS, largest RSS) in bytes of pid and all its descendants, from /proc (Linux)."""
-    kids, rss = {}, {}
+def _processes() -> dict[int, tuple[int, int, int, str]]:
+    """{pid: (ppid, RSS bytes, shared bytes of that RSS (file-backed and shared memory: Ray's object
+    store, which every process that maps it counts again), name)} of every process, from /proc (Linux)."""
+    page, procs = os.sysconf("SC_PAGE_SIZE"), {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -74,32 +75,74 @@ def tree_rss(pid: int) -> tuple[int, int]:
             with open(f"/proc/{d}/stat") as f:
                 ppid = int(f.read().rsplit(")", 1)[1].split()[1])
             with open(f"/proc/{d}/statm") as f:
-                rss[int(d)] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                _, rss, shared = (int(v) * page for v in f.read().split()[:3])
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
         except (OSError, ValueError, IndexError):
             continue
-        kids.setdefault(ppid, []).append(int(d))
-    todo, tot, mx = [pid], 0, 0
+        # Ray workers name themselves (ray::_MapWorker, ray::MapBatches(...)); a script by its file
+        name = argv[0] if argv and argv[0].startswith("ray::") else \
+            " ".join(os.path.basename(a) for a in argv[:3 if argv[1:2] == ["-m"] else 2]) if argv else d
+        procs[int(d)] = (ppid, rss, shared, name[:80])
+    return procs
+
+
+def tree_processes(pid: int) -> dict[int, tuple[int, int, str]]:
+    """{pid: (RSS, shared part of it, name)} of pid and all its descendants."""
+    procs, kids = _processes(), {}
+    for q, (ppid, *_) in procs.items():
+        kids.setdefault(ppid, []).append(q)
+    todo, out = [pid], {}
     while todo:
         q = todo.pop()
-        tot += rss.get(q, 0)
-        mx = max(mx, rss.get(q, 0))
+        if q in procs:
+            out[q] = procs[q][1:]
         todo.extend(kids.get(q, []))
-    return tot, mx
+    return out
+
+
+def tree_rss(pid: int) -> tuple[int, int]:
+    """(summed RSS, largest RSS) in bytes of pid and all its descendants."""
+    rss = [r for r, _, _ in tree_processes(pid).values()] or [0]
+    return sum(rss), max(rss)
+
+
+class PeakMemory:
+    """Samples a process tree: the peak of its summed RSS, and per process its peak RSS with the shared part
+    and the name it had then (a Ray worker renames itself per task)."""
+
+    def __init__(self, pid: int):
+        self.pid, self.tree, self.each = pid, 0, {}
+
+    def sample(self) -> None:
+        procs = tree_processes(self.pid)
+        self.tree = max(self.tree, sum(r for r, _, _ in procs.values()))
+        for q, (rss, shared, name) in procs.items():
+            if rss > self.each.get(q, (0,))[0]:
+                self.each[q] = (rss, shared, name)
+
+    def figures(self) -> dict:
+        """peak_tree_mib, peak_largest_mib (the largest single process), which process that was, the shared
+        part of its RSS, and the five largest processes' peaks."""
+        top = sorted(self.each.values(), reverse=True)[:5]
+        rss, shared, name = top[0] if top else (0, 0, "")
+        return {"peak_tree_mib": self.tree / 2**20, "peak_largest_mib": rss / 2**20, "largest_process": name,
+                "largest_shared_mib": shared / 2**20,
+                "largest_processes": [{"name": n, "rss_mib": r / 2**20, "shared_mib": s / 2**20} for r, s, n in top]}
 
 
 def run_job(job: str, args: list[str], log: str | None = None) -> tuple[str, dict]:
-    """Run pipelines/<job>.py as its own process tree -> (its output, {wall_s, peak_tree_mib,
-    peak_largest_mib}: the whole tree summed and the largest process, sampled every 0.2 s)."""
+    """Run pipelines/<job>.py as its own process tree -> (its output, {wall_s, PeakMemory.figures(): the whole
+    tree summed, the largest process and which it was}, sampled every 0.2 s)."""
     cmd = [sys.executable, os.path.join(REPO, "pipelines", f"{job}.py"), *args]
     env = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"))
     t0 = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
-    peak = [0, 0]
+    peak = PeakMemory(proc.pid)
 
     def sample():
         while proc.poll() is None:
-            tot, mx = tree_rss(proc.pid)
-            peak[0], peak[1] = max(peak[0], tot), max(peak[1], mx)
+            peak.sample()
             time.sleep(0.2)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -115,7 +158,7 @@ def run_job(job: str, args: list[str], log: str | None = None) -> tuple[str, dic
     out = "".join(lines)
     if proc.returncode != 0:
         sys.exit(f"{job}.py {' '.join(args)} failed ({proc.returncode}):\n{out[-4000:]}")
-    return out, {"wall_s": time.time() - t0, "peak_tree_mib": peak[0] / 2**20, "peak_largest_mib": peak[1] / 2**20}
+    return out, {"wall_s": time.time() - t0, **peak.figures()}
 
 
 def done_line(out: str, job: str) -> str:

@@ -11,7 +11,8 @@ Single process, on the real data set ({train,test}/{music,speech}/*.wav). Prints
   3. speed-up ours/naive and bytes per clip (uint8 index vs dense float32);
   4. the fraction of elements where expand(index) equals the naive dense tensor, on --check clips.
 Timings include file reading and decoding; one warm-up clip per path is excluded. All clips are 30 s,
-so clips/s on the naive subset is comparable with clips/s on the full set.
+so clips/s on the naive subset is comparable with clips/s on the full set. Figures go to
+benchmarks/results/featurize_core.json with the commit, machine and command.
 """
 
 import argparse
@@ -27,6 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from model import FeatureConfig, expand, featurize  # noqa: E402
 from pipelines.storage import decode  # noqa: E402
+from benchmarks.common import write_results  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "music_speech"),
@@ -144,4 +146,10 @@ print(f"check   min fraction {min(fracs):.6f} over {len(fracs)} clips: {'OK' if 
 print(f"SUMMARY ours {ours_cps:.2f} clips/s (1/call), {batch_cps:.2f} clips/s ({args.batch}/call) | naive {naive_cps:.2f} "
       f"clips/s | {ours_cps / naive_cps:.1f}x faster | {dense_bytes / idx_bytes:.0f}x fewer bytes | "
       f"agreement {min(fracs):.6f} {'OK' if ok else 'FAIL'} | threads {torch.get_num_threads()}")
+path = write_results("featurize_core", {
+    "data": data, "clips": len(ours_paths), "threads": torch.get_num_threads(), "batch": args.batch,
+    "ours_clips_per_s": ours_cps, "ours_batched_clips_per_s": batch_cps, "naive_clips_per_s": naive_cps,
+    "naive_clips": len(naive_paths), "speedup": ours_cps / naive_cps, "index_bytes": idx_bytes,
+    "dense_bytes": dense_bytes, "agreement": fracs, "agreement_min": min(fracs)})
+print(f"figures in {path}")
 sys.exit(0 if ok else 1)

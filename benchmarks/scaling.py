@@ -23,7 +23,8 @@ Train and label run on a local Ray with all of this machine's CPUs. Train uses t
 (no repeat); label uses --model, else the model of the 2-worker train run (speed does not depend on the
 weights). The load average before each run is printed: other work on the machine makes the second core
 partly busy, so compare figures from one run only. Everything is written under --work (replaced on each
-run), never into the repository.
+run), never into the repository; the figures go to benchmarks/results/scaling.json with the commit, machine
+and command (scaling-<stages>.json for a run of some stages only).
 """
 
 import argparse
@@ -37,6 +38,8 @@ import sys
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from benchmarks.common import write_results  # noqa: E402
 
 
 # a job on a local Ray of a given size: the jobs start Ray only when it is not running yet
@@ -93,14 +96,17 @@ def main(argv=None) -> int:
     feats = os.path.join(work, "features")
     model = a.model
     rows = []  # (stage, unit, rate with 1 worker, rate with 2 workers)
+    loads = {}  # "<stage> <n>": the 1-minute load average before that run
 
-    def load():
+    def load(key=None):
+        if key:
+            loads[key] = os.getloadavg()[0]
         return f"load avg {os.getloadavg()[0]:.2f}"
 
     if "featurize" in stages:
         rate = {}
         for n in (1, 2):
-            print(f"featurize, Ray with {n} CPU(s), {load()} ...", flush=True)
+            print(f"featurize, Ray with {n} CPU(s), {load(f'featurize {n}')} ...", flush=True)
             out = job("featurize.py", ["--input", a.data, "--output", os.path.join(work, f"features-x{n}"),
                                           "--repeat", str(a.repeat), "--num-cpus", "1"], ray_cpus=n)
             m = summary(out, r"featurize: done: (\d+) files, (\d+) windows.* ([\d.]+) clips/s")
@@ -113,7 +119,7 @@ def main(argv=None) -> int:
             job("featurize.py", ["--input", a.data, "--output", feats])
         rate = {}
         for n in (1, 2) if "train" in stages else (2,):
-            print(f"train, {n} worker(s), {load()} ...", flush=True)
+            print(f"train, {n} worker(s), {load(f'train {n}')} ...", flush=True)
             name = f"workers-{n}"
             job("train.py", ["--features", feats, "--output", os.path.join(work, "runs"), "--name", name,
                              "--num-workers", str(n), "--threads-per-worker", "1",
@@ -131,7 +137,7 @@ def main(argv=None) -> int:
     if "label" in stages:
         rate = {}
         for n in (1, 2):
-            print(f"label, {n} actor(s), {load()} ...", flush=True)
+            print(f"label, {n} actor(s), {load(f'label {n}')} ...", flush=True)
             out = job("label.py", ["--input", a.data, "--model", model, "--output",
                                       os.path.join(work, f"labels-{n}"), "--actors", str(n),
                                       "--threads-per-actor", "1", "--cpus-per-actor", "0.5"])
@@ -145,6 +151,12 @@ def main(argv=None) -> int:
     for stage, unit, r1, r2 in rows:
         print(f"| {stage} | {unit} | {r1:.2f} | {r2:.2f} | {r2 / r1:.2f} |")
     print(f"\ncommand: .venv/bin/python benchmarks/scaling.py {' '.join(sys.argv[1:] if argv is None else argv)}")
+    # a run of some stages only gets a file of its own: the README's table is one run of all three
+    name = "scaling" if set(stages) == {"featurize", "train", "label"} else "scaling-" + "-".join(stages)
+    path = write_results(name, {
+        "data": os.path.normpath(a.data), "repeat": a.repeat, "epochs": a.epochs, "load_before": loads,
+        "stages": {stage: {"unit": unit, "one": r1, "two": r2, "two_over_one": r2 / r1} for stage, unit, r1, r2 in rows}})
+    print(f"figures in {path}")
     return 0
 
 

@@ -55,7 +55,7 @@ from pipelines.errors import JobError, run_cli  # noqa: E402
 from pipelines.label_config import LabelConfig, LabelResult  # noqa: E402
 from pipelines.label_plan import Plan, files_to_do, plan  # noqa: E402
 from pipelines.label_output import (SEGMENT_SCHEMA, PartWriter, assemble, collect, file_schema,  # noqa: E402,F401
-                                    marker_uri, read_output)
+                                    marker_uri, read_output, remove_parts)
 from pipelines.report import plot_file  # noqa: E402
 from pipelines.scoring import SCORE_SCHEMA, Scorer, pool_steps_for, window_rows  # noqa: E402,F401
 from pipelines.storage import S3Options  # noqa: E402
@@ -176,7 +176,7 @@ def write_outputs(cfg: LabelConfig, p: Plan, files: pa.Table, segs: pa.Table, s3
             pacsv.write_csv(t, buf)
             storage.write_bytes(storage.join(out, name), buf.getvalue(), s3)
     exports.write_exports(out, files, segs, list(cfg.format), s3)
-    storage.remove(storage.join(out, "parts"), s3)
+    remove_parts(out, s3)                                # files first: see label_output.remove_parts
     if cfg.plot:
         puri = cfg.plot_uri or p.uris[0]
         plot_file(puri, segs.filter(pc.equal(segs.column("uri"), puri)), cfg.plot, p.features, s3)

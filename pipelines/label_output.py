@@ -104,6 +104,18 @@ def read_output(out: str, s3: S3Options | None = None, classes=("music", "speech
             segs.select(SEGMENT_SCHEMA.names).sort_by([("uri", "ascending"), ("start", "ascending")]))
 
 
+def remove_parts(out: str, s3: S3Options | None = None) -> None:
+    """Remove OUT/parts/ once its rows are in the final tables, every run's files parts first, oldest run
+    first. A file's part row wins over its final-table row (read_output) and takes its segments from its
+    own part, so a segments part must outlive its files part: a whole-folder removal went segments/ first
+    here (os.scandir's order) and a crash in between left file rows whose segments were gone; a segments
+    part without its files part counts not at all."""
+    parts = storage.join(out, "parts")
+    for run in _ls(parts, s3):
+        storage.remove(storage.join(run, "files"), s3)
+    storage.remove(parts, s3)
+
+
 class PartWriter:
     """Finished files are checkpointed to OUT/parts/<run>/{segments,files}/NNNNN.parquet (segments first:
     a file counts as labeled once its file row is written)."""

@@ -78,6 +78,7 @@ def files_to_do(cfg: LabelConfig, p: Plan, s3: S3Options) -> list[str]:
                            "or --overwrite")
         files, _ = read_output(out, s3, p.classes)
         have_ok = set(files.filter(pc.equal(files.column("status"), "ok")).column("uri").to_pylist())
+    storage.remove_temp_files(out, s3)                   # what a crash left mid-write: never read
     storage.write_json(cfg_uri, p.settings, s3)
     todo = [u for u in p.uris if u not in have_ok]
     if cfg.resume:

@@ -59,14 +59,15 @@ def read_rows(out: str, s3: S3Options | None = None, columns: list[str] | None =
 
 
 def clear_unfinished(out: str, keep_runs: list[str], s3: S3Options | None) -> None:
-    """Remove shard folders of runs that never finished (not in _SUCCESS.json) and per-run error parts
-    (a finished run's errors are in errors.parquet)."""
+    """Remove shard folders of runs that never finished (not in _SUCCESS.json), per-run error parts (a
+    finished run's errors are in errors.parquet) and the temp files of a write a crash interrupted."""
     shards_dir = storage.join(out, "shards")
     if storage.exists(shards_dir, s3):
         for d in storage.get_fs(shards_dir, s3).ls(storage.strip_scheme(shards_dir), detail=False):
             if d.rstrip("/").rsplit("/", 1)[-1] not in keep_runs:
                 storage.remove(("s3://" + d) if storage.is_s3(out) else d, s3)
     storage.remove(storage.join(out, "errors"), s3)
+    storage.remove_temp_files(out, s3)
 
 
 def audio_seconds(rows: pa.Table) -> float:

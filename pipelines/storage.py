@@ -66,6 +66,16 @@ def write_bytes(uri: str, data: bytes, s3: S3Options | None = None) -> None:
     os.replace(tmp, path)
 
 
+def remove_temp_files(uri: str, s3: S3Options | None = None) -> None:
+    """Remove the temp files write_bytes leaves in a local folder when the process dies mid-write (no
+    reader takes them; a rerun clears them). S3 writes leave none."""
+    if is_s3(uri) or not os.path.isdir(uri):
+        return
+    for name in os.listdir(uri):
+        if ".tmp-" in name and os.path.isfile(os.path.join(uri, name)):
+            os.remove(os.path.join(uri, name))
+
+
 def read_json(uri: str, s3: S3Options | None = None) -> dict:
     return json.loads(read_bytes(uri, s3))
 

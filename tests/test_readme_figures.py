@@ -4,6 +4,8 @@ the README quotes from a results file must carry that file's numbers (rerun the 
 import json
 import os
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -45,6 +47,10 @@ def test_label_table_is_its_results_file():
     for ev in r["segments_hour"].values():
         for k in ("music", "speech"):
             assert " / ".join(f"{ev[k][m]:.3f}" for m in ("precision", "recall", "f1")) in text, k
+    for name, q in r["memory_vs_30s"].items():
+        run = next(x for x in r["runs"] if x["run"] == name)
+        if name.endswith("timeline") and name != r["runs"][0]["run"]:   # the pooled runs quote their ratios
+            assert f"{run['peak_largest_mib']:.0f} MiB ({q['tree']:.2f}× / {q['largest']:.2f}× the 30 s run)" in text, name
 
 
 def test_ingest_table_is_its_results_file():
@@ -53,3 +59,74 @@ def test_ingest_table_is_its_results_file():
         line = readme_line(f"| {path} | ")
         assert f"| {v['crops_per_s']:.2f} | {v['train_seconds_per_epoch']:.1f} | {v['data_load_seconds']:.1f} | " \
                f"{v['peak_memory_mb_per_worker']:.0f} | {v['test_accuracy']:.3f} |" in line, line
+
+
+
+def test_training_tables_are_their_results_files():
+    m, cv = results("accuracy-metrics.json"), results("cv-metrics.json")
+    t = m["test"]
+    line = readme_line("| test accuracy |")
+    assert f"**{t['accuracy'] * 100:.2f}%**" in line and f"ROC AUC {t['roc_auc']:.3f}" in line, line
+    line = readme_line("| per class precision / recall / F1 |")
+    for k in m["classes"]:
+        assert f"{k} " + " / ".join(f"{t['per_class'][k][x]:.3f}" for x in ("precision", "recall", "f1")) in line, k
+    assert f"best epoch {m['best_epoch']} of {m['epochs_run']}" in readme_line("| wall time of the train/test run |")
+    assert f"| {m['train_samples_per_s']:.1f} crops/s |" in readme_line("| training throughput (job, 3 s crops) |")
+    assert f"{m['peak_memory_mb_per_worker'] / 1000:.1f} GB per Ray Train worker" in readme_line("| peak memory |")
+    line = readme_line("| 5-fold stratified CV over all 128 clips |")
+    assert f"**{cv['accuracy_mean'] * 100:.2f}% ± {cv['accuracy_std'] * 100:.2f}%**" in line, line
+    assert "(" + ", ".join(f"{a:.3f}" for a in cv["fold_accuracies"]) + ":" in line, line
+    assert f"ROC AUC {min(cv['fold_roc_auc']):.3f}-{max(cv['fold_roc_auc']):.3f}" in line, line
+    assert f"| {cv['wall_seconds']:,.0f} s (" in readme_line("| wall time of the 5-fold CV |")
+    assert f"| {cv['train_samples_per_s']:.1f} crops/s" in readme_line("| training throughput in the CV (job, 3 s crops) |")
+    assert f"{cv['peak_memory_mb_per_worker'] / 1000:.1f} GB per Ray Train worker" in readme_line("| peak memory in the CV |")
+
+
+def quiet_run(name: str, command: str) -> dict:
+    """A results file the README's speed table comes from; skipped, saying which command to rerun on a quiet
+    machine, while the file has not been written yet (the figures in the README came before it wrote one)."""
+    if not os.path.exists(os.path.join(REPO, "benchmarks", "results", name)):
+        pytest.skip(f"benchmarks/results/{name} not written yet: run `{command}` on a quiet machine, then paste")
+    r = results(name)
+    assert r["commit"] and r["command"].startswith(command.split()[1]) and r["machine"]["cpus"], name
+    return r
+
+
+def test_featurize_table_is_its_results_file():
+    r = quiet_run("featurize.json", ".venv/bin/python benchmarks/featurize.py")
+    j, n, q = r["job"], r["naive"], r["ratios"]
+    line = readme_line("| featurize job (local Ray,")
+    assert f"| {j['clips_per_s']:.1f} vs {n['clips_per_s']:.2f} clips/s = **{q['job_over_naive']:.1f}×**; " \
+           f"{j['audio_s_per_s']:,.0f} audio-s/s ({j['wall_s']:.1f} s from Ray up to the last shard)" in line, line
+    assert f"{r['windows']} clips" in line, line
+    line = readme_line("| bytes per clip on disk: zstd Parquet vs the seed's `.npy` |")
+    assert f"| {j['bytes_per_clip']:,.0f} vs {n['bytes_per_clip']:,.0f} = **{q['dense_over_ours_bytes']:.0f}× fewer**" in line
+    line = readme_line("| pure transform / job clips/s (Ray overhead) |")
+    assert f"| {r['pure']['clips_per_s']:.1f} / {j['clips_per_s']:.1f} = **{q['pure_over_job']:.2f}**" in line, line
+
+
+def test_featurize_core_rows_are_their_results_file():
+    r = quiet_run("featurize_core.json", ".venv/bin/python benchmarks/featurize_core.py")
+    line = readme_line("| pure transform (decode + featurize, 1 process, 2 threads) vs naive")
+    assert f"| {r['ours_clips_per_s']:.1f} vs {r['naive_clips_per_s']:.1f} clips/s = {r['speedup']:.1f}× |" in line
+    line = readme_line("| bytes per 30 s clip: uint8 index vs dense float32 |")
+    assert f"| {r['index_bytes']:,} vs {r['dense_bytes']:,} = {r['dense_bytes'] / r['index_bytes']:.0f}× smaller" in line
+    assert f"≥ {r['agreement_min']:.6f} of elements" in readme_line("| expand(index) equal to the naive")
+
+
+def test_scaling_table_is_its_results_file():
+    r = quiet_run("scaling.json", ".venv/bin/python benchmarks/scaling.py")
+    for stage, s in r["stages"].items():
+        line = readme_line(f"| {stage} |")
+        assert f"| {s['one']:.2f} | {s['two']:.2f} | {s['two_over_one']:.2f} |" in line, line
+
+
+def test_featurize_memory_table_is_its_results_file():
+    r = results("featurize_memory.json")
+    assert r["commit"] and r["command"].startswith("benchmarks/featurize_memory.py")
+    for run in r["runs"]:
+        line = readme_line(f"| {run['run']} |")
+        q = r["memory_vs_30s"].get(run["run"])
+        assert f"| {run['peak_tree_mib']:.0f} / {run['peak_largest_mib']:.0f} MiB |" in line, line
+        if q:
+            assert f"| {q['tree']:.2f}× / {q['largest']:.2f}× |" in line, line
