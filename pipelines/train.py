@@ -199,9 +199,9 @@ def load_features(cfg: TrainConfig, s3: S3Options) -> tuple[TrainConfig, list[st
     """-> (cfg with its classes, the shard folders, their FeatureConfig, {uri: (label, split)} of the files of
     those classes, {uri: source}, {uri: windows}); raises JobError naming a bad features or output location."""
     try:
-        shard_dirs, fcfg = shards.finished_shards(cfg.features, s3)
+        shard_dirs, fcfg = shards.finished_shards(storage.absolute(cfg.features), s3)   # paths the workers read
         storage.check_output(cfg.output, s3)
-        files, sources, windows = train_data.file_table(cfg.features, s3)
+        files, sources, windows = train_data.file_table(storage.absolute(cfg.features), s3)
         classes, files = select_classes(cfg, files)
     except (storage.StorageError, FileNotFoundError, ValueError) as e:
         raise JobError(str(e)) from e
@@ -258,7 +258,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         for pname, roles in plans:
             t1 = time.time()
             run_cfg = resolve(cfg.to_dict(), fcfg, roles, files, windows, total_cpu)
-            r = run_one(run_cfg, fcfg, shard_dirs, roles, storage_uri, pname, s3)
+            r = run_one(run_cfg, fcfg, shard_dirs, roles, storage.absolute(storage_uri), pname, s3)
             r["wall_seconds"] = time.time() - t1
             results.append(r)
             h = r.get("test", {})
