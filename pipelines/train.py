@@ -80,24 +80,8 @@ from pipelines.train_loop import train_loop  # noqa: E402
 # ------------------------------------------------------------------------------------------------
 # the driver
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="Train the seed's Conv3D music/speech network with Ray Train DDP on featurize's output.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--features", default="demo_out/features",
-                   help="a finished featurize output (folder or s3:// prefix with _SUCCESS.json)")
-    p.add_argument("--output", default="demo_out/train",
-                   help="folder or s3:// prefix; each run writes OUT/NAME/ (checkpoints, model.pt, report/)")
-    p.add_argument("--name", help="run name (default: a new time-stamped name); must not exist yet")
-    p.add_argument("--resume", metavar="NAME", help="continue run NAME from its last checkpoint")
-    p.add_argument("--num-workers", type=int, default=2, help="DDP workers (Ray Train actors)")
-    p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, NCCL, bf16 autocast, channels-last")
-    p.add_argument("--cpus-per-worker", type=float,
-                   help="CPUs each worker reserves (default: whole CPUs from what is left after one for Ray "
-                        "Data, at most 4 each; 0.5 on a 2-core machine)")
-    p.add_argument("--threads-per-worker", type=int,
-                   help="torch threads per CPU worker (default: the cluster's CPUs / workers; data is loaded "
-                        "once before training, so compute may use all cores)")
+def add_schedule_options(p: argparse.ArgumentParser) -> None:
+    """The options of the optimization, the crops and their masking."""
     p.add_argument("--batch-size", type=int, default=16, help="global batch size (split across the workers)")
     p.add_argument("--epochs", type=int, default=40, help="maximum epochs")
     p.add_argument("--min-epochs", type=int, default=8, help="no early stop before this many epochs")
@@ -120,6 +104,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bn-momentum", type=float, default=0.3,
                    help="BatchNorm running-statistics momentum (PyTorch's default 0.1 lags behind the batch "
                         "statistics for the first ~30 steps, so short runs evaluate badly)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Train the seed's Conv3D music/speech network with Ray Train DDP on featurize's output.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--features", default="demo_out/features",
+                   help="a finished featurize output (folder or s3:// prefix with _SUCCESS.json)")
+    p.add_argument("--output", default="demo_out/train",
+                   help="folder or s3:// prefix; each run writes OUT/NAME/ (checkpoints, model.pt, report/)")
+    p.add_argument("--name", help="run name (default: a new time-stamped name); must not exist yet")
+    p.add_argument("--resume", metavar="NAME", help="continue run NAME from its last checkpoint")
+    p.add_argument("--num-workers", type=int, default=2, help="DDP workers (Ray Train actors)")
+    p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, NCCL, bf16 autocast, channels-last")
+    p.add_argument("--cpus-per-worker", type=float,
+                   help="CPUs each worker reserves (default: whole CPUs from what is left after one for Ray "
+                        "Data, at most 4 each; 0.5 on a 2-core machine)")
+    p.add_argument("--threads-per-worker", type=int,
+                   help="torch threads per CPU worker (default: the cluster's CPUs / workers; data is loaded "
+                        "once before training, so compute may use all cores)")
+    add_schedule_options(p)
     p.add_argument("--val-fraction", type=float, default=0.15,
                    help="stratified fraction of the training files held out for validation (when no `val` split)")
     p.add_argument("--test-fraction", type=float, default=0.25,
