@@ -193,7 +193,7 @@ def finish(cfg: FeaturizeConfig, inputs: tuple, items: list[dict], run: str, pre
            wall: float, s3: S3Options) -> FeaturizeResult:
     """The summary from what was written (cheap column reads), errors.parquet, then the marker, last."""
     out = cfg.output
-    run_dir, errors_dir = storage.join(out, "shards", run), storage.join(out, "errors", run)
+    run_dir, errors_dir = storage.join(out, "shards", run), storage.join(storage.absolute(out), "errors", run)
     rows = storage.read_table(run_dir, s3, ["uri", "window_start", "window_duration", "augment"]) \
         if storage.exists(run_dir, s3) else None
     n_windows = rows.num_rows if rows is not None and rows.num_rows else 0
@@ -232,7 +232,8 @@ def featurize(cfg: FeaturizeConfig) -> FeaturizeResult:
 
     t0 = time.time()
     run = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    run_dir, errors_dir = storage.join(cfg.output, "shards", run), storage.join(cfg.output, "errors", run)
+    # errors_dir absolute: the tasks write it, and their working directory need not be this process's
+    run_dir, errors_dir = storage.join(cfg.output, "shards", run), storage.join(storage.absolute(cfg.output), "errors", run)
     print(f"featurize: {len(items)} files -> {run_dir} on {max(1, int(ray.cluster_resources().get('CPU', 1)))} "
           f"CPUs (window {cfg.window_seconds:g} s, {cfg.n_mels} mels, {cfg.augment} augmented copies per labeled "
           "file)", flush=True)

@@ -73,6 +73,13 @@ def arrow_path(uri: str) -> str:
     return strip_scheme(uri) if is_s3(uri) else os.path.abspath(uri)
 
 
+def absolute(uri: str) -> str:
+    """A local path made absolute (s3:// URIs as they are): what a Ray worker is handed. Ray Train runs each
+    worker in a directory of its own, so a relative --output put model.pt and report/ under Ray's session
+    folder (measured: /tmp/ray/session_*/artifacts/NAME/<output>/NAME/model.pt) instead of beside the checkpoints."""
+    return uri if is_s3(uri) else os.path.abspath(uri)
+
+
 def join(uri: str, *parts: str) -> str:
     if is_s3(uri):
         return "s3://" + posixpath.join(strip_scheme(uri).rstrip("/"), *parts)

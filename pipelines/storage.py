@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import decoding
-from pipelines.filesystems import (S3Options, arrow_fs, arrow_path, get_fs, is_s3, join,  # noqa: F401 (storage's API)
-                                  strip_scheme)
+from pipelines.filesystems import (S3Options, absolute, arrow_fs, arrow_path, get_fs, is_s3,  # noqa: F401 (storage's API)
+                                  join, strip_scheme)
 from pipelines.decoding import AudioInfo, DecodeError, resample  # noqa: F401  (part of storage's API)
 from pipelines.retry import PERMANENT, RetryingReader, retrying  # noqa: F401 (storage.retrying is the API)
 

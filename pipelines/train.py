@@ -81,6 +81,32 @@ from pipelines.train_loop import train_loop  # noqa: E402
 # ------------------------------------------------------------------------------------------------
 # the driver
 
+def add_schedule_options(p: argparse.ArgumentParser) -> None:
+    """The options of the optimization, the crops and their masking."""
+    p.add_argument("--batch-size", type=int, default=16, help="global batch size (split across the workers)")
+    p.add_argument("--epochs", type=int, default=40, help="maximum epochs")
+    p.add_argument("--min-epochs", type=int, default=8, help="no early stop before this many epochs")
+    p.add_argument("--patience", type=int, default=8, help="early stopping: epochs without a better validation loss")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
+    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up, then cosine decay")
+    p.add_argument("--label-smoothing", type=float, default=0.05, help="cross-entropy label smoothing")
+    p.add_argument("--crop-seconds", type=float, default=3.0,
+                   help="training crop length (random stretch of each window's real audio)")
+    p.add_argument("--crops-per-window", type=float, default=2.0,
+                   help="training crops drawn per window per epoch (sets the steps per epoch)")
+    p.add_argument("--eval-crop-seconds", type=float,
+                   help="evaluation averages the logits of stretches this long (default: --crop-seconds)")
+    p.add_argument("--eval-batch-size", type=int, default=4, help="whole windows per evaluation forward pass")
+    p.add_argument("--time-masks", type=int, default=2, help="time masks per training crop")
+    p.add_argument("--time-mask-fraction", type=float, default=0.1, help="largest time mask, fraction of the crop")
+    p.add_argument("--freq-masks", type=int, default=2, help="frequency masks per training crop")
+    p.add_argument("--freq-mask-mels", type=int, default=12, help="largest frequency mask, in mel bands")
+    p.add_argument("--bn-momentum", type=float, default=0.3,
+                   help="BatchNorm running-statistics momentum (PyTorch's default 0.1 lags behind the batch "
+                        "statistics for the first ~30 steps, so short runs evaluate badly)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Train the seed's Conv3D music/speech network with Ray Train DDP on featurize's output.",
@@ -105,28 +131,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-budget-mb", type=float, default=4096.0,
                    help="per worker: the largest in-memory load --ingest auto accepts; a quarter of it is the "
                         "stream path's shuffle buffer")
-    p.add_argument("--batch-size", type=int, default=16, help="global batch size (split across the workers)")
-    p.add_argument("--epochs", type=int, default=40, help="maximum epochs")
-    p.add_argument("--min-epochs", type=int, default=8, help="no early stop before this many epochs")
-    p.add_argument("--patience", type=int, default=8, help="early stopping: epochs without a better validation loss")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
-    p.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
-    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up, then cosine decay")
-    p.add_argument("--label-smoothing", type=float, default=0.05, help="cross-entropy label smoothing")
-    p.add_argument("--crop-seconds", type=float, default=3.0,
-                   help="training crop length (random stretch of each window's real audio)")
-    p.add_argument("--crops-per-window", type=float, default=2.0,
-                   help="training crops drawn per window per epoch (sets the steps per epoch)")
-    p.add_argument("--eval-crop-seconds", type=float,
-                   help="evaluation averages the logits of stretches this long (default: --crop-seconds)")
-    p.add_argument("--eval-batch-size", type=int, default=4, help="whole windows per evaluation forward pass")
-    p.add_argument("--time-masks", type=int, default=2, help="time masks per training crop")
-    p.add_argument("--time-mask-fraction", type=float, default=0.1, help="largest time mask, fraction of the crop")
-    p.add_argument("--freq-masks", type=int, default=2, help="frequency masks per training crop")
-    p.add_argument("--freq-mask-mels", type=int, default=12, help="largest frequency mask, in mel bands")
-    p.add_argument("--bn-momentum", type=float, default=0.3,
-                   help="BatchNorm running-statistics momentum (PyTorch's default 0.1 lags behind the batch "
-                        "statistics for the first ~30 steps, so short runs evaluate badly)")
+    add_schedule_options(p)
     p.add_argument("--val-fraction", type=float, default=0.15,
                    help="stratified fraction of the training files held out for validation (when no `val` split)")
     p.add_argument("--test-fraction", type=float, default=0.25,
@@ -200,9 +205,9 @@ def load_features(cfg: TrainConfig, s3: S3Options) -> tuple[TrainConfig, list[st
     """-> (cfg with its classes, the shard folders, their FeatureConfig, {uri: (label, split)} of the files of
     those classes, {uri: source}, {uri: windows}); raises JobError naming a bad features or output location."""
     try:
-        shard_dirs, fcfg = shards.finished_shards(cfg.features, s3)
+        shard_dirs, fcfg = shards.finished_shards(storage.absolute(cfg.features), s3)   # paths the workers read
         storage.check_output(cfg.output, s3)
-        files, sources, windows = train_data.file_table(cfg.features, s3)
+        files, sources, windows = train_data.file_table(storage.absolute(cfg.features), s3)
         classes, files = select_classes(cfg, files)
     except (storage.StorageError, FileNotFoundError, ValueError) as e:
         raise JobError(str(e)) from e
@@ -259,7 +264,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         for pname, roles in plans:
             t1 = time.time()
             run_cfg = resolve(cfg.to_dict(), fcfg, roles, files, windows, total_cpu)
-            r = run_one(run_cfg, fcfg, shard_dirs, roles, storage_uri, pname, s3)
+            r = run_one(run_cfg, fcfg, shard_dirs, roles, storage.absolute(storage_uri), pname, s3)
             r["wall_seconds"] = time.time() - t1
             results.append(r)
             h = r.get("test", {})

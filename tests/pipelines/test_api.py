@@ -75,26 +75,27 @@ def test_a_bad_input_raises_job_error_naming_it(tmp_path):
     assert e.value.exit_code == 2
 
 
-def test_featurize_then_train(ray_local, tmp_path):
-    audio = str(tmp_path / "audio")
-    write_demo(audio, per_class=6, seconds=4.0, seed=3)           # 4 train + 2 test files per class, 4 s each
+def test_featurize_then_train(ray_local, tmp_path, monkeypatch):
+    """Relative paths, as in a notebook that changed its directory after Ray started: the paths the Ray
+    workers write (featurize's error rows, train's model.pt and report/) must land where the results say."""
+    monkeypatch.chdir(tmp_path)
+    write_demo("audio", per_class=6, seconds=4.0, seed=3)           # 4 train + 2 test files per class, 4 s each
     (tmp_path / "audio" / "train" / "music" / "broken.wav").write_bytes(b"RIFF not audio")
-    feats = featurize(FeaturizeConfig(input=audio, output=str(tmp_path / "features"), window_seconds=4.0,
-                                      files_per_task=4))
-    assert (feats.files, feats.windows, feats.errors) == (12, 12, 1) and feats.inputs == (audio,)
+    feats = featurize(FeaturizeConfig(input="audio", output="features", window_seconds=4.0, files_per_task=4))
+    assert (feats.files, feats.windows, feats.errors) == (12, 12, 1) and feats.inputs == ("audio",)
     assert feats.audio_hours == pytest.approx(12 * 4.0 / 3600)
     assert pq.read_table(feats.shards).num_rows == feats.windows
-    assert pq.read_table(feats.errors_table).column("uri").to_pylist() == [os.path.join(audio, "train/music/broken.wav")]
+    assert pq.read_table(feats.errors_table).column("uri").to_pylist() == [str(tmp_path / "audio/train/music/broken.wav")]
     done = json.load(open(feats.marker))
     assert done["this_run"]["files"] == feats.files and done["this_run"]["windows"] == feats.windows
     assert done["this_run"]["wall_seconds"] == feats.wall_seconds and done["errors"] == feats.errors
     assert feats.summary_line().startswith("featurize: done: 12 files, 12 windows, 0.013 h of audio, 1 errors,")
     with pytest.raises(JobError, match="--resume"):                 # a finished output is never replaced unasked
-        featurize(FeaturizeConfig(input=audio, output=feats.output, window_seconds=4.0))
+        featurize(FeaturizeConfig(input="audio", output=feats.output, window_seconds=4.0))
 
-    run = train(TrainConfig(features=feats.output, output=str(tmp_path / "runs"), name="api", epochs=1, min_epochs=1,
+    run = train(TrainConfig(features=feats.output, output="runs", name="api", epochs=1, min_epochs=1,
                             crop_seconds=2.0, crops_per_window=1.0, batch_size=4))
-    assert run.run_dir == str(tmp_path / "runs" / "api") and run.model == os.path.join(run.run_dir, "model.pt")
+    assert run.run_dir == os.path.join("runs", "api") and run.model == os.path.join(run.run_dir, "model.pt")
     metrics = json.load(open(os.path.join(run.report, "metrics.json")))
     assert run.test_accuracy == metrics["test"]["accuracy"] and run.test_windows == metrics["test"]["n"] == 4
     assert run.roc_auc == metrics["test"]["roc_auc"] and run.folds == 0 and run.fold_models == ()
