@@ -125,11 +125,12 @@ class Scorer:
 
     def logits(self, index):
         """(B, n_local, C) logits of a batch of uint8 indices. On the CPU one window per pass: a pass holds
-        ~100 MB of activations per 30 s window, so the batch of 4 made this actor the job's largest process
-        (1156 against 735 MiB peak RSS for 1 window in a bare process; 1509-1644 MiB for hour-long files
-        against 819 for a 30 s one, whose only batch held 1 window), at the same speed per window (0.77 vs
-        0.79 s CPU, identical logits). A GPU, and the plain network (--plain: PyTorch's batch-1 convolution
-        is its slow im2col kernel), take the batch in one pass."""
+        ~100 MB of activations per 30 s window, and the batch of 4 in one pass made this actor the job's
+        largest process, growing with the file because a 30 s file's only batch holds 1 window (peak RSS in a
+        bare process 1156 against 735 MiB; the actor 861 / 1545 / 1595 MiB for 30 s / 1 h / 4 h, one window
+        per pass 832 / 1138 / 1132), at the same CPU time per window (0.77 against 0.79 s, identical logits).
+        A GPU, and the plain network (--plain: PyTorch's batch-1 convolution is its slow im2col kernel),
+        take the batch in one pass."""
         import torch
 
         from model import expand

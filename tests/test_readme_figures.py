@@ -130,3 +130,15 @@ def test_featurize_memory_table_is_its_results_file():
         assert f"| {run['peak_tree_mib']:.0f} / {run['peak_largest_mib']:.0f} MiB |" in line, line
         if q:
             assert f"| {q['tree']:.2f}× / {q['largest']:.2f}× |" in line, line
+
+
+def test_label_memory_before_and_after_are_their_results_files():
+    cells = []
+    for name in ("label_memory_before.json", "label_memory.json"):
+        r = results(name)
+        assert r["commit"] and r["command"].startswith("benchmarks/label.py"), name
+        runs, q = r["runs"], r["memory_vs_30s"][r["runs"][-1]["run"]]
+        cells.append((" / ".join(f"{x['peak_largest_mib']:.0f}" for x in runs) + f" MiB ({q['largest']:.2f}× at 4 h)",
+                      " / ".join(f"{x['peak_tree_mib']:.0f}" for x in runs) + f" MiB ({q['tree']:.2f}×)"))
+    assert f"| {cells[0][0]} | {cells[1][0]} |" in readme_line("| largest process, 30 s / 1 h / 4 h timeline |")
+    assert f"| {cells[0][1]} | {cells[1][1]} |" in readme_line("| job's process tree, same |")
