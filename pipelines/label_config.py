@@ -26,6 +26,7 @@ class LabelConfig:
     min_segment_seconds: float = 2.0
     silence_db: float = -55.0
     silence_min_seconds: float = 1.0
+    band_limit_hz: float = 0.0
     batch_size: int = 4
     actors: int = 0
     cpus_per_actor: float = 1.0
@@ -60,6 +61,8 @@ class LabelConfig:
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise ValueError(f"{name} (--{name.replace('_', '-')}) must be > 0, got {v}")
+        if self.band_limit_hz < 0 or 0 < self.band_limit_hz < 1000:
+            raise ValueError(f"band_limit_hz (--band-limit-hz) must be 0 (off) or >= 1000, got {self.band_limit_hz}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size (--batch-size) must be >= 1, got {self.batch_size}")
 

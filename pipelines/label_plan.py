@@ -53,8 +53,12 @@ def plan(cfg: LabelConfig, s3: S3Options) -> Plan:
     settings = {"model": cfg.model, "model_sha256": hashlib.sha256(ckpt_bytes).hexdigest(), "classes": classes,
                 "feature_config": fcfg.to_dict(), "hop_seconds": hop, "resolution_seconds": cfg.resolution_seconds,
                 "min_segment_seconds": cfg.min_segment_seconds, "silence_db": cfg.silence_db,
-                "silence_min_seconds": cfg.silence_min_seconds}
+                "silence_min_seconds": cfg.silence_min_seconds, "band_limit_hz": cfg.band_limit_hz}
     return Plan(ckpt_bytes, classes, fcfg, hop, uris, settings)
+
+
+# settings added after outputs were written without them: their value in such an output
+LATER_SETTINGS = {"band_limit_hz": 0.0}
 
 
 def files_to_do(cfg: LabelConfig, p: Plan, s3: S3Options) -> list[str]:
@@ -73,7 +77,8 @@ def files_to_do(cfg: LabelConfig, p: Plan, s3: S3Options) -> list[str]:
             storage.remove(storage.join(out, sub), s3)  # --overwrite, or leftovers of a run that died
     elif storage.exists(cfg_uri, s3):
         old = storage.read_json(cfg_uri, s3)
-        if {k: old.get(k) for k in p.settings if k != "model"} != {k: v for k, v in p.settings.items() if k != "model"}:
+        if {k: old.get(k, LATER_SETTINGS.get(k)) for k in p.settings if k != "model"} != \
+                {k: v for k, v in p.settings.items() if k != "model"}:
             raise JobError(f"{out} was labeled with another model or settings ({old}); use another --output "
                            "or --overwrite")
         files, _ = read_output(out, s3, p.classes)

@@ -38,10 +38,11 @@ SCORE_SCHEMA = pa.schema([*[WINDOW_SCHEMA.field(k) for k in PASSED],
 
 
 def window_rows(batch: dict, cfg_dict: dict, hop_seconds: float, s3: S3Options | None, windows_per_yield: int = 4,
-                silence: tuple[float, float] = (-55.0, 1.0)):
+                silence: tuple[float, float] = (-55.0, 1.0), band_limit_hz: float = 0.0):
     """Ray Data UDF (generator): files -> one row per featurized window. Every file ends with a row marked
     final carrying its row count and its quiet stretches (silence = (threshold dBFS, minimum seconds));
-    a file that fails to decode ends with a row of status 'error'."""
+    a file that fails to decode ends with a row of status 'error'. band_limit_hz > 0: the network sees the
+    audio band-limited to it (pipelines/windows.py band_limited_blocks)."""
     import torch
 
     torch.set_num_threads(1)
@@ -65,7 +66,7 @@ def window_rows(batch: dict, cfg_dict: dict, hop_seconds: float, s3: S3Options |
         uri, seq, pending = str(uri), 0, None
         level = LevelTracker(cfg.sample_rate, *silence)
         try:
-            for w in iter_windows(uri, cfg, hop_seconds, s3, level.feed):
+            for w in iter_windows(uri, cfg, hop_seconds, s3, level.feed, band_limit_hz):
                 if pending is not None:
                     add(uri, seq, False, *pending)
                     seq += 1

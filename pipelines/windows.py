@@ -33,14 +33,28 @@ def min_samples(cfg: FeatureConfig) -> int:
     return (STEP - 1) * cfg.hop_length  # n_frames = 1 + n // hop >= 8: the network's smallest input
 
 
+def band_limited_blocks(uri: str, block_seconds: float, sr: int, s3: S3Options | None, band_limit_hz: float = 0.0):
+    """storage.iter_decoded_blocks at sr; with band_limit_hz > 0 (below sr / 2) decoded at twice that rate and
+    resampled back up block by block (pipelines/augment.py's steep resampler: nothing is left above the limit)."""
+    if not band_limit_hz or 2 * band_limit_hz >= sr:
+        yield from storage.iter_decoded_blocks(uri, block_seconds, sr, s3)
+        return
+    from pipelines.augment import _resample
+
+    low = int(round(2 * band_limit_hz))
+    for start, block, info in storage.iter_decoded_blocks(uri, block_seconds, low, s3):
+        yield start, _resample(block, low, sr), info
+
+
 def iter_windows(uri: str, cfg: FeatureConfig, hop_seconds: float | None = None, s3: S3Options | None = None,
-                 on_block=None):
+                 on_block=None, band_limit_hz: float = 0.0):
     """Yield the Windows of a file every hop (default: the window, no overlap). on_block(block) sees
-    every decoded block (e.g. a LevelTracker's feed: the signal's absolute level)."""
+    every decoded block (e.g. a LevelTracker's feed: the signal's absolute level). band_limit_hz > 0: the
+    audio as a recording of that bandwidth would give it (band_limited_blocks)."""
     W, sr = cfg.window_samples, cfg.sample_rate
     hop = max(1, int(round((hop_seconds or cfg.window_seconds) * sr)))
     buf, buf0, nxt, total, last_end, info = np.zeros(0, np.float32), 0, 0, 0, 0, None
-    for _, block, info in storage.iter_decoded_blocks(uri, max(1.0, min(cfg.window_seconds, 30.0)), sr, s3):
+    for _, block, info in band_limited_blocks(uri, max(1.0, min(cfg.window_seconds, 30.0)), sr, s3, band_limit_hz):
         if on_block is not None:
             on_block(block)
         buf = np.concatenate([buf, block])
