@@ -33,8 +33,11 @@ class FeatureConfig:
     colormap: str = "magma"
     n_bins: int = 10
     top_db: float = 80.0
+    band_limit_hz: float = 0.0     # > 0: the audio is band-limited to this before the features (pipelines/windows.py)
 
     def __post_init__(self):
+        if self.band_limit_hz < 0 or 0 < self.band_limit_hz < 1000:
+            raise ValueError(f"band_limit_hz must be 0 (off) or >= 1000 Hz, got {self.band_limit_hz}")
         if self.colormap != "magma":
             raise ValueError(f"colormap {self.colormap!r} is not supported (only 'magma' is embedded)")
         if self.n_bins < 1 or self.n_mels < 1 or self.hop_length < 1 or self.n_fft < 2:

@@ -78,6 +78,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="demo_out/features", help="output folder or s3:// prefix")
     p.add_argument("--window-seconds", type=float, default=30.0, help="window length (the seed's clip is 30 s)")
     p.add_argument("--n-mels", type=int, default=128)
+    p.add_argument("--band-limit-hz", type=float, default=0.0,
+                   help="band-limit every file (and every augmented copy, after its damage) to this before the "
+                        "features, as a recording of that bandwidth would be; stored in the feature config, so "
+                        "the label job does the same by default; 0: off")
     p.add_argument("--overwrite", action="store_true", help="replace a finished output")
     p.add_argument("--resume", action="store_true", help="keep a finished output and featurize only new files")
     p.add_argument("--repeat", type=int, default=1, help="list the input N times over (benchmarking)")

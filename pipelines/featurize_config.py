@@ -41,6 +41,7 @@ class FeaturizeConfig:
     output: str = "demo_out/features"
     window_seconds: float = 30.0
     n_mels: int = 128
+    band_limit_hz: float = 0.0
     overwrite: bool = False
     resume: bool = False
     repeat: int = 1
@@ -67,7 +68,7 @@ class FeaturizeConfig:
         self.feature_config()                                   # raises ValueError on a bad n_mels
 
     def feature_config(self) -> FeatureConfig:
-        return FeatureConfig(window_seconds=self.window_seconds, n_mels=self.n_mels)
+        return FeatureConfig(window_seconds=self.window_seconds, n_mels=self.n_mels, band_limit_hz=self.band_limit_hz)
 
     def augment_config(self) -> AugmentConfig:
         return AugmentConfig(variants=self.augment, kinds=self.augment_kinds)

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from model import FeatureConfig
 from pipelines import storage
-from pipelines.augment import AugmentConfig, augment, rng_for
+from pipelines.augment import AugmentConfig, augment, band_limit, rng_for
 from pipelines.shards import ERROR_SCHEMA, FEATURE_SCHEMA
 from pipelines.storage import S3Options
 from pipelines.windows import iter_windows, window_index
@@ -62,6 +62,8 @@ def file_rows(item: dict, cfg: FeatureConfig, aug: AugmentConfig, banks: dict, s
         for v, kind, _ in plans:
             rng = rng_for(item["uri"], v, aug.seed, i)
             y, _ = augment(w.samples, cfg.sample_rate, kind, rng, others[v], aug)
+            if cfg.band_limit_hz and 2 * cfg.band_limit_hz < cfg.sample_rate:   # the damage may add highs back
+                y = band_limit(y, cfg.sample_rate, int(round(2 * cfg.band_limit_hz)))
             yield f"{v + 1}:{kind}", w, window_index(y, cfg, frames)             # "1:band", "2:codec"
 
 

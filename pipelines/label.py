@@ -88,9 +88,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--silence-min-seconds", type=float, default=1.0,
                    help="shortest quiet stretch labeled `silence` (shorter pauses keep the network's label); "
                         "0: no silence detection")
-    p.add_argument("--band-limit-hz", type=float, default=0.0,
+    p.add_argument("--band-limit-hz", type=float,
                    help="the network hears every file band-limited to this (decoded at twice it, resampled back), "
-                        "so that full-band and telephone/AM-band recordings look alike to it; 0: off")
+                        "so that full-band and telephone/AM-band recordings look alike to it; 0: off (default: the "
+                        "checkpoint's features' own band limit, 0 unless featurize had --band-limit-hz)")
+    p.add_argument("--class-prior", default="",
+                   help="CLASS=WEIGHT,...: multiply the network's probability of a class by WEIGHT (and renormalize) "
+                        "before segments and labels are decided, e.g. noise=0.5 where noise is rarer than in the "
+                        "training data; classes not named keep 1")
     p.add_argument("--batch-size", type=int, default=4, help="windows per network call")
     p.add_argument("--actors", type=int, default=0,
                    help="network actors (0: one per GPU, else one 2-thread actor per 2 CPUs; on 2 cores that labeled "
@@ -152,13 +157,12 @@ def score(cfg: LabelConfig, p: Plan, todo: list[str], n_actors: int, device: str
     ds.context.target_max_block_size = 4 * 1024 * 1024
     ds = ds.map_batches(window_rows, batch_size=1, batch_format="numpy", compute=TaskPoolStrategy(),
                         fn_kwargs={"cfg_dict": p.features.to_dict(), "hop_seconds": p.hop, "s3": s3,
-                                   "silence": (cfg.silence_db, cfg.silence_min_seconds),
-                                   "band_limit_hz": cfg.band_limit_hz},
+                                   "silence": (cfg.silence_db, cfg.silence_min_seconds)},
                         num_cpus=cfg.decode_cpus)  # Ray Data SPREADs tasks by default
     ds = ds.map_batches(Scorer, batch_size=cfg.batch_size, batch_format="pyarrow",
                         fn_constructor_kwargs={"checkpoint": p.checkpoint, "resolution_seconds": cfg.resolution_seconds,
                                                "threads": cfg.threads_per_actor, "device": device,
-                                               "exact_plain": cfg.plain},
+                                               "exact_plain": cfg.plain, "class_prior": dict(cfg.class_prior)},
                         compute=ActorPoolStrategy(size=n_actors), num_cpus=cfg.cpus_per_actor,
                         num_gpus=cfg.num_gpus_per_actor or None)
     done = collect(ds.iter_batches(batch_size=None, batch_format="pyarrow"), todo, writer, p.classes,

@@ -10,6 +10,26 @@ from pipelines import exports, storage
 from pipelines.featurize_config import as_tuple, check_extensions
 
 
+def parse_class_prior(value) -> tuple[tuple[str, float], ...]:
+    """--class-prior "noise=0.5,music=1" (or pairs) -> (("music", 1.0), ("noise", 0.5)); weights > 0."""
+    if isinstance(value, str):
+        pairs = []
+        for item in filter(None, (s.strip() for s in value.split(","))):
+            name, eq, w = item.partition("=")
+            try:
+                pairs.append((name.strip(), float(w)))
+            except ValueError:
+                raise ValueError(f"class_prior (--class-prior): {item!r} is not CLASS=WEIGHT") from None
+            if not eq or not name.strip():
+                raise ValueError(f"class_prior (--class-prior): {item!r} is not CLASS=WEIGHT")
+        value = pairs
+    out = tuple(sorted((str(k), float(w)) for k, w in value))
+    bad = [k for k, w in out if not w > 0]
+    if bad or len({k for k, _ in out}) != len(out):
+        raise ValueError(f"class_prior (--class-prior): weights must be > 0 and classes named once, got {out}")
+    return out
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LabelConfig:
     """Every setting of a labeling run, as `pipelines/label.py --help` names them. `model` and `output` are
@@ -26,7 +46,8 @@ class LabelConfig:
     min_segment_seconds: float = 2.0
     silence_db: float = -55.0
     silence_min_seconds: float = 1.0
-    band_limit_hz: float = 0.0
+    band_limit_hz: float | None = None
+    class_prior: tuple[tuple[str, float], ...] = ()
     batch_size: int = 4
     actors: int = 0
     cpus_per_actor: float = 1.0
@@ -44,6 +65,7 @@ class LabelConfig:
     verbose: bool = False
 
     def __post_init__(self):
+        object.__setattr__(self, "class_prior", parse_class_prior(self.class_prior))
         object.__setattr__(self, "extensions", as_tuple(self.extensions, storage.parse_extensions))
         try:   # normalized as the CLI does: known names only, parquet first
             formats = exports.parse_formats(",".join(as_tuple(self.format)))
@@ -61,7 +83,7 @@ class LabelConfig:
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise ValueError(f"{name} (--{name.replace('_', '-')}) must be > 0, got {v}")
-        if self.band_limit_hz < 0 or 0 < self.band_limit_hz < 1000:
+        if self.band_limit_hz is not None and (self.band_limit_hz < 0 or 0 < self.band_limit_hz < 1000):
             raise ValueError(f"band_limit_hz (--band-limit-hz) must be 0 (off) or >= 1000, got {self.band_limit_hz}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size (--batch-size) must be >= 1, got {self.batch_size}")

@@ -41,7 +41,8 @@ def plan(cfg: LabelConfig, s3: S3Options) -> Plan:
             net, base_cfg, _ = load_checkpoint(io.BytesIO(ckpt_bytes))
         except Exception as e:
             raise ValueError(f"{cfg.model} is not a usable checkpoint: {type(e).__name__}: {e}") from e
-        fcfg = dataclasses.replace(base_cfg, window_seconds=cfg.window_seconds or base_cfg.window_seconds)
+        fcfg = dataclasses.replace(base_cfg, window_seconds=cfg.window_seconds or base_cfg.window_seconds,
+                                   band_limit_hz=base_cfg.band_limit_hz if cfg.band_limit_hz is None else cfg.band_limit_hz)
         storage.check_output(cfg.output, s3)
         uris = [r["uri"] for r in storage.read_manifest(cfg.list, s3)] if cfg.list else \
             storage.list_audio(cfg.input, s3, cfg.extensions)
@@ -50,15 +51,25 @@ def plan(cfg: LabelConfig, s3: S3Options) -> Plan:
     if not uris:
         raise JobError(f"no audio files (of --extensions {','.join(cfg.extensions)}) found in {cfg.input or cfg.list}")
     classes, hop = [*net.cfg.classes, SILENCE], cfg.hop_seconds or fcfg.window_seconds
+    unknown = [k for k, _ in cfg.class_prior if k not in net.cfg.classes]
+    if unknown:
+        raise JobError(f"--class-prior names {unknown}, which {cfg.model} does not have (its classes: "
+                       f"{', '.join(net.cfg.classes)})")
     settings = {"model": cfg.model, "model_sha256": hashlib.sha256(ckpt_bytes).hexdigest(), "classes": classes,
                 "feature_config": fcfg.to_dict(), "hop_seconds": hop, "resolution_seconds": cfg.resolution_seconds,
                 "min_segment_seconds": cfg.min_segment_seconds, "silence_db": cfg.silence_db,
-                "silence_min_seconds": cfg.silence_min_seconds, "band_limit_hz": cfg.band_limit_hz}
+                "silence_min_seconds": cfg.silence_min_seconds, "class_prior": dict(cfg.class_prior)}
     return Plan(ckpt_bytes, classes, fcfg, hop, uris, settings)
 
 
-# settings added after outputs were written without them: their value in such an output
-LATER_SETTINGS = {"band_limit_hz": 0.0}
+def comparable(key: str, value):
+    """A setting read back from an output's label_config.json, with FeatureConfig fields added since it was
+    written (band_limit_hz), and class_prior, at their defaults."""
+    if key == "feature_config" and isinstance(value, dict):
+        return FeatureConfig.from_dict(value).to_dict()
+    if key == "class_prior" and value is None:
+        return {}
+    return value
 
 
 def files_to_do(cfg: LabelConfig, p: Plan, s3: S3Options) -> list[str]:
@@ -77,7 +88,7 @@ def files_to_do(cfg: LabelConfig, p: Plan, s3: S3Options) -> list[str]:
             storage.remove(storage.join(out, sub), s3)  # --overwrite, or leftovers of a run that died
     elif storage.exists(cfg_uri, s3):
         old = storage.read_json(cfg_uri, s3)
-        if {k: old.get(k, LATER_SETTINGS.get(k)) for k in p.settings if k != "model"} != \
+        if {k: comparable(k, old.get(k)) for k in p.settings if k != "model"} != \
                 {k: v for k, v in p.settings.items() if k != "model"}:
             raise JobError(f"{out} was labeled with another model or settings ({old}); use another --output "
                            "or --overwrite")

@@ -38,11 +38,10 @@ SCORE_SCHEMA = pa.schema([*[WINDOW_SCHEMA.field(k) for k in PASSED],
 
 
 def window_rows(batch: dict, cfg_dict: dict, hop_seconds: float, s3: S3Options | None, windows_per_yield: int = 4,
-                silence: tuple[float, float] = (-55.0, 1.0), band_limit_hz: float = 0.0):
+                silence: tuple[float, float] = (-55.0, 1.0)):
     """Ray Data UDF (generator): files -> one row per featurized window. Every file ends with a row marked
     final carrying its row count and its quiet stretches (silence = (threshold dBFS, minimum seconds));
-    a file that fails to decode ends with a row of status 'error'. band_limit_hz > 0: the network sees the
-    audio band-limited to it (pipelines/windows.py band_limited_blocks)."""
+    a file that fails to decode ends with a row of status 'error'."""
     import torch
 
     torch.set_num_threads(1)
@@ -66,7 +65,7 @@ def window_rows(batch: dict, cfg_dict: dict, hop_seconds: float, s3: S3Options |
         uri, seq, pending = str(uri), 0, None
         level = LevelTracker(cfg.sample_rate, *silence)
         try:
-            for w in iter_windows(uri, cfg, hop_seconds, s3, level.feed, band_limit_hz):
+            for w in iter_windows(uri, cfg, hop_seconds, s3, level.feed):
                 if pending is not None:
                     add(uri, seq, False, *pending)
                     seq += 1
@@ -109,7 +108,7 @@ class Scorer:
     """Ray Data actor: loads the checkpoint once, scores batches of windows."""
 
     def __init__(self, checkpoint: bytes, resolution_seconds: float, threads: int, device: str = "cpu",
-                 exact_plain: bool = False):
+                 exact_plain: bool = False, class_prior: dict | None = None):
         import torch
 
         from model import load_checkpoint
@@ -123,6 +122,8 @@ class Scorer:
         self.net, self.device, self.classes = net.to(device), device, list(net.cfg.classes)
         self.fast = None if exact_plain else FastConv3D(net, self.cfg.n_bins, device=device)
         self.pool_steps = pool_steps_for(resolution_seconds, self.cfg)
+        # --class-prior: each class's probability times its weight, renormalized (log weight added to its logit)
+        self.log_prior = torch.log(torch.tensor([float((class_prior or {}).get(k, 1.0)) for k in self.classes]))
 
     def logits(self, index):
         """(B, n_local, C) logits of a batch of uint8 indices. On the CPU one window per pass: a pass holds
@@ -158,7 +159,7 @@ class Scorer:
             groups.setdefault((t["n_mels"][i], t["n_frames"][i]), []).append(i)
         for (h, w), idx in groups.items():
             index = torch.from_numpy(np.stack([np.frombuffer(t["index"][i], np.uint8).reshape(h, w) for i in idx]))
-            p = torch.softmax(self.logits(index).float(), dim=-1).cpu().numpy()     # (B, n_local, C)
+            p = torch.softmax(self.logits(index).float().cpu() + self.log_prior, dim=-1).numpy()   # (B, n_local, C)
             for j, i in enumerate(idx):
                 s, e = unit_spans(t["start"][i], t["n_samples"][i], w, self.pool_steps, self.cfg)
                 starts[i], ends[i], probs[i] = s.tolist(), e.tolist(), p[j, :len(s)].reshape(-1).tolist()

@@ -47,14 +47,14 @@ def band_limited_blocks(uri: str, block_seconds: float, sr: int, s3: S3Options |
 
 
 def iter_windows(uri: str, cfg: FeatureConfig, hop_seconds: float | None = None, s3: S3Options | None = None,
-                 on_block=None, band_limit_hz: float = 0.0):
+                 on_block=None):
     """Yield the Windows of a file every hop (default: the window, no overlap). on_block(block) sees
-    every decoded block (e.g. a LevelTracker's feed: the signal's absolute level). band_limit_hz > 0: the
-    audio as a recording of that bandwidth would give it (band_limited_blocks)."""
+    every decoded block (e.g. a LevelTracker's feed: the signal's absolute level). cfg.band_limit_hz > 0:
+    the audio as a recording of that bandwidth would give it (band_limited_blocks)."""
     W, sr = cfg.window_samples, cfg.sample_rate
     hop = max(1, int(round((hop_seconds or cfg.window_seconds) * sr)))
     buf, buf0, nxt, total, last_end, info = np.zeros(0, np.float32), 0, 0, 0, 0, None
-    for _, block, info in band_limited_blocks(uri, max(1.0, min(cfg.window_seconds, 30.0)), sr, s3, band_limit_hz):
+    for _, block, info in band_limited_blocks(uri, max(1.0, min(cfg.window_seconds, 30.0)), sr, s3, cfg.band_limit_hz):
         if on_block is not None:
             on_block(block)
         buf = np.concatenate([buf, block])

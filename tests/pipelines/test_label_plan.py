@@ -1,0 +1,78 @@
+"""pipelines/label_plan.py without Ray: what a run reads from the checkpoint and how it treats an output."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from model import Conv3DNet, FeatureConfig, NetConfig, save_checkpoint
+from pipelines import storage
+from pipelines.demo import make_clip, wav_bytes
+from pipelines.errors import JobError
+from pipelines.label_config import LabelConfig
+from pipelines.label_plan import files_to_do, plan
+
+
+@pytest.fixture
+def setup(tmp_path):
+    torch.manual_seed(0)
+    model = tmp_path / "model.pt"
+    with open(model, "wb") as f:   # weights do not matter here: the plan reads the features' settings
+        save_checkpoint(f, Conv3DNet(NetConfig()), FeatureConfig(window_seconds=4.0, band_limit_hz=4000.0))
+    audio = tmp_path / "in"
+    storage.write_bytes(str(audio / "a.wav"), wav_bytes(make_clip("speech", 5.0, 0)))
+    return str(model), str(audio), str(tmp_path / "out")
+
+
+def test_the_band_limit_comes_from_the_checkpoint_unless_given(setup):
+    model, audio, out = setup
+    assert plan(LabelConfig(input=audio, model=model, output=out), None).features.band_limit_hz == 4000.0
+    assert plan(LabelConfig(input=audio, model=model, output=out, band_limit_hz=0), None).features.band_limit_hz == 0
+    assert plan(LabelConfig(input=audio, model=model, output=out, band_limit_hz=3000), None).features.band_limit_hz == 3000
+
+
+def test_resume_accepts_an_output_written_before_band_limits_and_refuses_other_settings(setup):
+    model, audio, out = setup
+    cfg = LabelConfig(input=audio, model=model, output=out, band_limit_hz=0)
+    p = plan(cfg, None)
+    files_to_do(cfg, p, None)                                            # writes label_config.json
+    old = storage.read_json(storage.join(out, "label_config.json"))
+    del old["feature_config"]["band_limit_hz"]                           # as an older version wrote it
+    storage.write_json(storage.join(out, "label_config.json"), old)
+    resume = dataclasses.replace(cfg, resume=True)
+    assert files_to_do(resume, plan(resume, None), None) == p.uris       # same settings: resumes
+    other = dataclasses.replace(resume, band_limit_hz=4000)
+    with pytest.raises(JobError, match="another model or settings"):
+        files_to_do(other, plan(other, None), None)
+
+
+def test_class_prior_is_parsed_and_must_name_the_checkpoints_classes(setup):
+    model, audio, out = setup
+    cfg = LabelConfig(input=audio, model=model, output=out, class_prior="speech=2, music=0.5")
+    assert cfg.class_prior == (("music", 0.5), ("speech", 2.0))
+    assert plan(cfg, None).settings["class_prior"] == {"music": 0.5, "speech": 2.0}
+    with pytest.raises(JobError, match="noise"):                        # the seed's two classes have no noise
+        plan(LabelConfig(input=audio, model=model, output=out, class_prior="noise=0.5"), None)
+    for bad in ("noise", "noise=0", "noise=x", "noise=1,noise=2"):
+        with pytest.raises(ValueError, match="class_prior"):
+            LabelConfig(input=audio, model=model, output=out, class_prior=bad)
+
+
+def test_the_scorer_weighs_each_class_by_its_prior(setup):
+    import numpy as np
+    import pyarrow as pa
+
+    from pipelines.scoring import WINDOW_SCHEMA, Scorer
+
+    model, _, _ = setup
+    ckpt = open(model, "rb").read()
+    index = np.random.default_rng(0).integers(0, 256, (128, 173), dtype=np.uint8)
+    row = {"uri": "a.wav", "seq": 0, "final": True, "n_rows": 1, "start": 0.0, "n_samples": 4 * 22050,
+           "duration": 4.0, "n_mels": 128, "n_frames": 173, "index": index.tobytes(), "status": "ok", "error": None,
+           "silence_start": [], "silence_end": []}
+    batch = pa.Table.from_pylist([row], schema=WINDOW_SCHEMA)
+    p = np.array(Scorer(ckpt, 1.0, 1)(batch).column("probs")[0].as_py()).reshape(-1, 2)
+    q = np.array(Scorer(ckpt, 1.0, 1, class_prior={"speech": 3.0})(batch).column("probs")[0].as_py()).reshape(-1, 2)
+    want = p * [1.0, 3.0]
+    assert np.allclose(q, want / want.sum(1, keepdims=True), atol=1e-5)
+    assert not np.allclose(p, q)
