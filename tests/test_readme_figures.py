@@ -32,6 +32,18 @@ def test_robustness_table_is_its_results_file():
                 assert f"{c['ina'][k]['f1']:.3f}" in line, (k, line)
 
 
+def test_robustness_labeling_variants_are_their_results_files():
+    files = ("robustness-default.json", "robustness.json", "robustness-w3.json")    # the columns, in order
+    runs = [results(f) for f in files]
+    for name in runs[0]["conditions"]:
+        line = readme_line(f"| {name} (three ways) |")
+        cells = [c.strip() for c in line.strip("|").split("|")][1:4]
+        for cell, r in zip(cells, runs):
+            x = r["conditions"][name]
+            assert cell == f"{x['clip_accuracy'] * 100:.1f}% · {x['ours']['music']['f1']:.3f} / {x['ours']['speech']['f1']:.3f}", \
+                (name, cell)
+
+
 def test_augment_costs_are_their_results_file():
     r = results("augment.json")
     for k, ms in r["ms_per_30s_clip_one_thread"].items():
