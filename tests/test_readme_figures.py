@@ -32,6 +32,21 @@ def test_robustness_table_is_its_results_file():
                 assert f"{c['ina'][k]['f1']:.3f}" in line, (k, line)
 
 
+def test_leave_source_out_figures_are_the_results_file():
+    lso = results("robustness.json")["leave_source_out"]
+    if not lso:
+        pytest.skip("robustness.json holds no leave-source-out run")
+    text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
+    line = text[text.index("**Leave-source-out on the corpus"):][:900]
+    assert f"{lso['corpus_music_speech_accuracy'] * 100:.1f}% of the {lso['corpus_music_speech_clips']:,}" in line, line
+    assert f"noise recall {lso['noise_recall'] * 100:.1f}% of {lso['noise_clips']}" in line, line
+    assert f"{lso['gtzan_unseen_accuracy'] * 100:.1f}% of its {lso['gtzan_clips']}" in line, line
+    half = lso["noise_weight_sweep"]["0.5"]
+    prior = text[text.index("**`--class-prior noise=W`"):][:700]
+    for v in (half["corpus_music_speech_accuracy"], half["gtzan_unseen_accuracy"], half["noise_recall"]):
+        assert f"{v * 100:.1f}%" in prior, prior
+
+
 def test_robustness_labeling_variants_are_their_results_files():
     files = ("robustness-default.json", "robustness.json", "robustness-w3.json")    # the columns, in order
     runs = [results(f) for f in files]
