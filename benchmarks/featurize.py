@@ -94,7 +94,8 @@ def main():
         assert rc == 0, f"featurize failed with exit code {rc}"
         summary = json.load(open(os.path.join(out, "_SUCCESS.json")))
         job_cps = summary["windows"] / summary["this_run"]["wall_seconds"]
-        job_aps = summary["audio_hours"] * 3600 / summary["this_run"]["wall_seconds"]
+        # the summary counts each file's audio once; --repeat lists every file a.repeat times (512 windows)
+        job_aps = summary["audio_hours"] * 3600 * a.repeat / summary["this_run"]["wall_seconds"]
         our_bytes = du(os.path.join(out, "shards")) / summary["windows"]
         import ray
 
