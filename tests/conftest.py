@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -143,13 +144,16 @@ def stop_processes(pids: set[int], grace: float = 10.0) -> None:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory):
+def ray_cluster():
     """A real two-node Ray cluster on this machine (`ray start --head` + `ray start --address`), for
     `ray job submit`. Yields (dashboard URL, GCS address)."""
     env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), RAY_AUTH_MODE="disabled")
     ray = os.path.join(BIN, "ray")
     port, dash = free_port(), free_port()
-    tmp = str(tmp_path_factory.mktemp("raycluster"))
+    # a short folder: Ray's dashboard sockets live under it and AF_UNIX paths stop at 107 bytes, which
+    # /tmp/pytest-of-root/pytest-118/raycluster0/session_<date>_<pid>/sockets/dash_MetricsHead passed
+    # (the dashboard's MetricsHead module then died and `ray start --head` failed) once pytest's counter had 3 digits
+    tmp = tempfile.mkdtemp(prefix="rc-", dir="/tmp")
     common = ["--num-cpus=2", "--object-store-memory=200000000", "--disable-usage-stats"]
     sessions: set[int] = set()
 
@@ -162,8 +166,9 @@ def ray_cluster(tmp_path_factory):
                              start_new_session=True)
         sessions.add(p.pid)
         out, err = p.communicate()
-        if p.returncode:
-            raise subprocess.CalledProcessError(p.returncode, p.args, out, err)
+        if p.returncode:   # say why: CalledProcessError's message leaves out what `ray start` printed
+            raise RuntimeError(f"`ray start {' '.join(args[:2])} ...` exited {p.returncode}:\n"
+                               f"{(out + err).decode(errors='replace')[-3000:]}")
 
     try:
         ray_start("--head", f"--port={port}", *own_ports(), "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
