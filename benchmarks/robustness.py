@@ -89,7 +89,8 @@ def train(a, manifest: str, extra: list[str]) -> str:
     feats, model = os.path.join(a.work, "features"), os.path.join(a.work, "model.pt")
     if not os.path.exists(os.path.join(feats, "_SUCCESS.json")):
         out, m = run_job("featurize", ["--input", a.data, "--manifest", manifest, "--output", feats,
-                                       "--augment", str(a.augment)], os.path.join(a.work, "featurize.log"))
+                                       "--augment", str(a.augment), *a.featurize_args.split()],
+                                      os.path.join(a.work, "featurize.log"))
         print(done_line(out, "featurize"), f"({m['wall_s']:.0f} s with start-up)", flush=True)
     if not os.path.exists(model):
         out, m = run_job("train", ["--features", feats, "--output", os.path.join(a.work, "runs"), "--name", "main",
@@ -306,6 +307,8 @@ def main(argv=None) -> int:
     p.add_argument("--augment", type=int, default=2, help="featurize --augment copies per training file")
     p.add_argument("--timelines", type=int, default=4, help="timelines per condition")
     p.add_argument("--timeline-minutes", type=float, default=5.0, help="length of each timeline")
+    p.add_argument("--featurize-args", default="", help="extra pipelines/featurize.py flags (quoted) for the training "
+                   "features, e.g. \"--band-limit-hz 4000\" (the leave-source-out folds train on the same features)")
     p.add_argument("--lso-folds", type=int, default=3, help="leave-source-out folds (0: skip)")
     p.add_argument("--lso-args", help=f"pipelines/train.py flags of each fold (default: {' '.join(DEFAULT_LSO)})")
     p.add_argument("--label-args", default="", help="extra pipelines/label.py flags (quoted), e.g. "
@@ -323,7 +326,8 @@ def main(argv=None) -> int:
     sil = silence(a, model)
     train_args, metrics = own_training(a, model)
     figures = {"conditions": res, "leave_source_out": None, "silence": sil, "held_out_noise_sources": list(HELD_NOISE),
-               "train_args": train_args, "label_args": a.label_args.split(), "augment": a.augment, "model": model,
+               "train_args": train_args, "label_args": a.label_args.split(), "augment": a.augment,
+               "featurize_args": a.featurize_args.split(), "model": model,
                **(stage_walls(a) if train_args or metrics else {}),   # the runs that made WORK/model.pt, if it is the model
                "train_test_metrics": {k: metrics.get(k) for k in ("test", "best_epoch", "epochs_run", "train_samples_per_s",
                                                                   "peak_memory_mb_per_worker", "history")}}

@@ -46,6 +46,7 @@ from pipelines.featurize_config import AUGMENT_KINDS, FeaturizeConfig, Featurize
 # the CPU stage (Ray pickles it by reference to its module, also when this file runs as __main__)
 from pipelines.featurize_rows import copy_plans, featurize_files, file_rows, head_of  # noqa: E402,F401
 from pipelines.inputs import list_items, mixing_banks  # noqa: E402
+from pipelines.resources import alive_nodes, check_fit  # noqa: E402
 from pipelines.shards import (ERROR_SCHEMA, FEATURE_SCHEMA, audio_seconds, clear_unfinished,  # noqa: E402,F401
                              finished_shards, marker_uri, read_rows, totals)
 from pipelines.storage import S3Options  # noqa: E402
@@ -161,6 +162,7 @@ def write_shards(cfg: FeaturizeConfig, items: list[dict], banks: dict, run_dir: 
     import ray
     from ray.data import TaskPoolStrategy
 
+    check_fit(alive_nodes(), ("--num-cpus", cfg.num_cpus))
     n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     per_task = cfg.files_per_task or max(1, min(32, -(-len(items) // (4 * n_cpus))))
     ds = console.quiet(ray.data.from_items(items, override_num_blocks=-(-len(items) // per_task)), cfg.verbose)

@@ -57,6 +57,7 @@ from pipelines.label_plan import Plan, files_to_do, plan  # noqa: E402
 from pipelines.label_output import (SEGMENT_SCHEMA, PartWriter, assemble, collect, file_schema,  # noqa: E402,F401
                                     marker_uri, read_output, remove_parts)
 from pipelines.report import plot_file  # noqa: E402
+from pipelines.resources import alive_nodes, check_fit  # noqa: E402
 from pipelines.scoring import SCORE_SCHEMA, Scorer, pool_steps_for, window_rows  # noqa: E402,F401
 from pipelines.storage import S3Options  # noqa: E402
 from pipelines.windows import STEP  # noqa: E402
@@ -206,6 +207,8 @@ def label(cfg: LabelConfig) -> LabelResult:
     res = ray.cluster_resources()
     n_actors = cfg.actors or (max(1, int(res.get("GPU", 0) // cfg.num_gpus_per_actor)) if cfg.num_gpus_per_actor > 0
                               else max(1, int(res.get("CPU", 1) // 2)))
+    check_fit(alive_nodes(), ("--decode-cpus", cfg.decode_cpus),
+              ("--actors / --cpus-per-actor / --num-gpus-per-actor", n_actors, cfg.cpus_per_actor, cfg.num_gpus_per_actor))
     device = "cuda" if cfg.num_gpus_per_actor > 0 else "cpu"
     steps = pool_steps_for(cfg.resolution_seconds, p.features)
     res_s = "window" if steps is None else f"{steps * STEP * p.features.hop_length / p.features.sample_rate:.3f} s"

@@ -12,7 +12,7 @@ import torch
 from model import FeatureConfig, expand, featurize
 from pipelines import featurize as job
 from pipelines import shards, storage
-from pipelines.demo import make_clip, wav_bytes
+from pipelines.demo import make_clip, wav_bytes, write_demo
 from tests.conftest import submit_job
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -184,6 +184,9 @@ def test_bad_locations_exit_nonzero_naming_them(ray_local, tmp_path, capsys):
     assert run_job("--input", str(tmp_path / "bad"), "--output", str(tmp_path / "o2")) == 1
     assert "no file could be featurized" in capsys.readouterr().err
     assert not (tmp_path / "o2" / "_SUCCESS.json").exists()
+    write_demo(str(tmp_path / "demo"), per_class=1, seconds=2.0)    # a task no node can run: refused, not a hang
+    assert run_job("--input", str(tmp_path / "demo"), "--output", str(tmp_path / "o3"), "--num-cpus", "64") == 2
+    assert "--num-cpus 64" in capsys.readouterr().err and not (tmp_path / "o3" / "_SUCCESS.json").exists()
 
 
 def test_s3_in_and_out(ray_local, bucket, s3_server, capsys):

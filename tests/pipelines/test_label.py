@@ -245,6 +245,12 @@ def test_bad_inputs_exit_2_naming_them(ray_local, trained, tmp_path, capsys):
     assert run_job("--input", str(tmp_path / "empty"), "--model", str(tmp_path / "junk.pt"),
                    "--output", str(tmp_path / "o")) == 2
     assert "junk.pt" in capsys.readouterr().err
+    # reservations no node can give: refused at once, naming the flag (Ray would wait forever), nothing written
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.wav").write_bytes(wav_bytes(make_clip("speech", 2.0, 0)))
+    for flags, name in ((["--decode-cpus", "64"], "--decode-cpus"), (["--cpus-per-actor", "64"], "--cpus-per-actor")):
+        assert run_job("--input", str(tmp_path / "in"), "--model", model, "--output", str(tmp_path / "o2"), *flags) == 2
+        assert name in capsys.readouterr().err and not (tmp_path / "o2" / "files.parquet").exists()
 
 
 def test_silence_from_the_level_and_a_three_class_model(ray_local, trained, trained3, tmp_path):
