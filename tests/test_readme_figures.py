@@ -47,6 +47,17 @@ def test_leave_source_out_figures_are_the_results_file():
         assert f"{v * 100:.1f}%" in prior, prior
 
 
+def test_leave_source_out_of_the_4khz_model_is_its_results_file():
+    lso = results("robustness-bltrain.json")["leave_source_out"]
+    text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
+    line = text[text.index("**Leave-source-out of the model trained at 4 kHz"):][:800]
+    for v in (lso["corpus_music_speech_accuracy"], lso["noise_recall"], lso["gtzan_unseen_accuracy"],
+              *lso["noise_weight_sweep"]["0.6"].values(), *lso["noise_weight_sweep"]["0.5"].values()):
+        if isinstance(v, float):
+            assert f"{v * 100:.1f}%" in line, (v, line)
+    assert f"{lso['wall_s']:,.0f} s" in line and "/".join(f" {a * 100:.1f} " for a in lso["fold_accuracies"]).strip() in line
+
+
 def test_robustness_labeling_variants_are_their_results_files():
     files = ("robustness-default.json", "robustness.json", "robustness-w3.json", "robustness-bltrain.json")  # columns
     runs = [results(f) for f in files]
