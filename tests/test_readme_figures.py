@@ -59,11 +59,14 @@ def test_leave_source_out_of_the_4khz_model_is_its_results_file():
 
 
 def test_robustness_labeling_variants_are_their_results_files():
-    files = ("robustness-default.json", "robustness.json", "robustness-w3.json", "robustness-bltrain.json")  # columns
+    files = ("robustness-default.json", "robustness.json", "robustness-w3.json", "robustness-bltrain.json",
+             "robustness-bltrain-prior.json")  # columns
     runs = [results(f) for f in files]
+    assert runs[-1]["label_args"] == ["--class-prior", "noise=0.6"]
     for name in runs[0]["conditions"]:
         line = readme_line(f"| {name} (variants) |")
-        cells = [c.strip() for c in line.strip("|").split("|")][1:5]
+        cells = [c.strip() for c in line.strip("|").split("|")][1:1 + len(files)]
+        assert len(cells) == len(files), line
         for cell, r in zip(cells, runs):
             x = r["conditions"][name]
             assert cell == f"{x['clip_accuracy'] * 100:.1f}% · {x['ours']['music']['f1']:.3f} / {x['ours']['speech']['f1']:.3f}", \
