@@ -87,13 +87,47 @@ def timeline(starts, ends, probs) -> tuple[np.ndarray, np.ndarray]:
     return edges, mean
 
 
-def segments(edges, mean, min_seconds: float = 0.0, keep: int | None = None) -> list[tuple[float, float, int, float]]:
+def smooth_labels(edges, mean, switch_cost: float, keep: int | None = None) -> np.ndarray:
+    """The most likely label sequence (Viterbi) of a timeline: each interval costs -log p(label) per second,
+    each change of label costs switch_cost (nats). A lone second the network doubts is absorbed by what
+    surrounds it, a confident stretch survives: e.g. with cost 3, one ~1 s pause scored 0.95 `noise` between
+    speech scored 0.9 costs 3.0 nats as speech against 2 x 3 for two changes, so it becomes speech, while two
+    such seconds (6.0 nats) stay noise. Changes into or out of class `keep` (silence, decided by the signal
+    level) are free, and its intervals stay it. -> (m,) class index per interval."""
+    mean = np.asarray(mean, float)
+    m, C = mean.shape
+    if m == 0:
+        return np.zeros(0, int)
+    cost = -np.log(np.clip(mean, 1e-6, 1.0)) * np.diff(np.asarray(edges, float))[:, None]     # (m, C)
+    trans = np.full((C, C), float(switch_cost))
+    np.fill_diagonal(trans, 0.0)
+    if keep is not None:
+        trans[keep, :] = trans[:, keep] = 0.0
+        forced = mean[:, keep] >= 1.0                    # silence intervals stay silence, the rest never is
+        cost[forced] = np.inf
+        cost[forced, keep] = 0.0
+        cost[~forced, keep] = np.inf
+    acc, back = cost[0].copy(), np.zeros((m, C), int)
+    for i in range(1, m):
+        tot = acc[:, None] + trans                       # (from, to)
+        back[i] = np.argmin(tot, axis=0)
+        acc = tot[back[i], np.arange(C)] + cost[i]
+    lab = np.empty(m, int)
+    lab[-1] = int(np.argmin(acc))
+    for i in range(m - 1, 0, -1):
+        lab[i - 1] = back[i, lab[i]]
+    return lab
+
+
+def segments(edges, mean, min_seconds: float = 0.0, keep: int | None = None,
+             switch_cost: float = 0.0) -> list[tuple[float, float, int, float]]:
     """Elementary intervals -> [(start, end, class index, mean probability of that class)], adjacent
-    intervals of one label merged; segments shorter than min_seconds (shortest first) join their longer
-    neighbour, so flicker disappears but a lone label that long or longer survives. Segments of class
+    intervals of one label merged. Labels: each interval's most probable class, or with switch_cost > 0 the
+    most likely sequence (smooth_labels). Then segments shorter than min_seconds (shortest first) join their
+    longer neighbour, so flicker disappears but a lone label that long or longer survives. Segments of class
     `keep` (silence, found from the signal level with its own minimum length) are never merged away nor
     grow: a short segment between two of them stays."""
-    lab = np.argmax(mean, axis=1)
+    lab = smooth_labels(edges, mean, switch_cost, keep) if switch_cost > 0 else np.argmax(mean, axis=1)
     dur = np.diff(edges)
     runs = []  # [first interval, last interval + 1, label]
     for i, l in enumerate(lab):

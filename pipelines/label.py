@@ -83,6 +83,11 @@ def parser() -> argparse.ArgumentParser:
                         "(rounded down to whole feature-map steps of 8 frames); 0: one score per window")
     p.add_argument("--min-segment-seconds", type=float, default=2.0,
                    help="segments shorter than this join their neighbour (flicker smoothing); 0: off")
+    p.add_argument("--switch-cost", type=float, default=3.0,
+                   help="smoothing: labels are the most likely sequence (Viterbi) where each second costs -log p(label) "
+                        "and each change of label this many nats, so a lone second the network doubts takes the label "
+                        "around it and a confident stretch stays; 0: each stretch's most probable label (before "
+                        "--min-segment-seconds)")
     p.add_argument("--silence-db", type=float, default=-55.0,
                    help="`silence`: stretches whose RMS over 50 ms frames stays below this many dBFS (the "
                         "absolute level of the decoded audio, before the per-window normalization)")
@@ -167,7 +172,7 @@ def score(cfg: LabelConfig, p: Plan, todo: list[str], n_actors: int, device: str
                         compute=ActorPoolStrategy(size=n_actors), num_cpus=cfg.cpus_per_actor,
                         num_gpus=cfg.num_gpus_per_actor or None)
     done = collect(ds.iter_batches(batch_size=None, batch_format="pyarrow"), todo, writer, p.classes,
-                   cfg.min_segment_seconds, progress)
+                   cfg.min_segment_seconds, progress, cfg.switch_cost)
     progress.close()
     return done
 

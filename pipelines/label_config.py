@@ -44,6 +44,7 @@ class LabelConfig:
     hop_seconds: float | None = None
     resolution_seconds: float = 1.0
     min_segment_seconds: float = 2.0
+    switch_cost: float = 3.0
     silence_db: float = -55.0
     silence_min_seconds: float = 1.0
     band_limit_hz: float | None = None
@@ -85,6 +86,8 @@ class LabelConfig:
                 raise ValueError(f"{name} (--{name.replace('_', '-')}) must be > 0, got {v}")
         if self.band_limit_hz is not None and (self.band_limit_hz < 0 or 0 < self.band_limit_hz < 1000):
             raise ValueError(f"band_limit_hz (--band-limit-hz) must be 0 (off) or >= 1000, got {self.band_limit_hz}")
+        if self.switch_cost < 0:
+            raise ValueError(f"switch_cost (--switch-cost) must be >= 0, got {self.switch_cost}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size (--batch-size) must be >= 1, got {self.batch_size}")
 

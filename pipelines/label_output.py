@@ -30,7 +30,7 @@ SEGMENT_SCHEMA = pa.schema([("uri", pa.string()), ("start", pa.float64()), ("end
                             ("label", pa.string()), ("probability", pa.float64())])
 
 
-def assemble(rows: list[dict], classes, min_seconds: float) -> tuple[dict, list[dict]]:
+def assemble(rows: list[dict], classes, min_seconds: float, switch_cost: float = 0.0) -> tuple[dict, list[dict]]:
     """All scored rows of one file -> (its file row, its segment rows). classes: the network's classes
     plus `silence` last (the quiet stretches of the final row, laid over the network's timeline)."""
     rows = sorted(rows, key=lambda r: r["seq"])
@@ -45,7 +45,7 @@ def assemble(rows: list[dict], classes, min_seconds: float) -> tuple[dict, list[
     p = np.concatenate([np.asarray(r["probs"], float).reshape(-1, C) for r in rows])
     edges, mean = timeline(s, e, p)
     edges, mean = with_silence(edges, mean, list(zip(last["silence_start"] or [], last["silence_end"] or [])))
-    segs = segments(edges, mean, min_seconds, keep=C)
+    segs = segments(edges, mean, min_seconds, keep=C, switch_cost=switch_cost)
     frow = {**base, **file_summary(segs, mean, edges, classes), "status": "ok", "error": None}
     return frow, [{"uri": uri, "start": a, "end": b, "label": classes[l], "probability": q} for a, b, l, q in segs]
 
@@ -141,7 +141,8 @@ class PartWriter:
         self.files, self.segs, self.n, self.t = [], [], self.n + 1, time.time()
 
 
-def collect(batches, todo: list[str], writer: PartWriter, classes, min_seconds: float, progress=None):
+def collect(batches, todo: list[str], writer: PartWriter, classes, min_seconds: float, progress=None,
+            switch_cost: float = 0.0):
     """Scored batches -> each file assembled and checkpointed once all its rows are in; returns (files,
     errors, seconds of audio). Every file of todo ends with a row: one whose windows did not all come
     back becomes an error row saying so, never a silent gap."""
@@ -164,7 +165,7 @@ def collect(batches, todo: list[str], writer: PartWriter, classes, min_seconds: 
             n_rows = max(x["n_rows"] for x in rows)
             if not n_rows or len(rows) < n_rows:
                 continue
-            finish(*assemble(pending.pop(r["uri"]), classes, min_seconds))
+            finish(*assemble(pending.pop(r["uri"]), classes, min_seconds, switch_cost))
             finished.add(r["uri"])
         if progress is not None:
             progress.update(n_done, seconds, n_err)

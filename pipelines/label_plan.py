@@ -57,18 +57,20 @@ def plan(cfg: LabelConfig, s3: S3Options) -> Plan:
                        f"{', '.join(net.cfg.classes)})")
     settings = {"model": cfg.model, "model_sha256": hashlib.sha256(ckpt_bytes).hexdigest(), "classes": classes,
                 "feature_config": fcfg.to_dict(), "hop_seconds": hop, "resolution_seconds": cfg.resolution_seconds,
-                "min_segment_seconds": cfg.min_segment_seconds, "silence_db": cfg.silence_db,
+                "min_segment_seconds": cfg.min_segment_seconds, "switch_cost": cfg.switch_cost, "silence_db": cfg.silence_db,
                 "silence_min_seconds": cfg.silence_min_seconds, "class_prior": dict(cfg.class_prior)}
     return Plan(ckpt_bytes, classes, fcfg, hop, uris, settings)
 
 
 def comparable(key: str, value):
     """A setting read back from an output's label_config.json, with FeatureConfig fields added since it was
-    written (band_limit_hz), and class_prior, at their defaults."""
+    written (band_limit_hz), and class_prior and switch_cost, at what a run before them did."""
     if key == "feature_config" and isinstance(value, dict):
         return FeatureConfig.from_dict(value).to_dict()
     if key == "class_prior" and value is None:
         return {}
+    if key == "switch_cost" and value is None:   # written before the smoothing existed: labeled without it
+        return 0.0
     return value
 
 

@@ -31,19 +31,19 @@ def test_the_band_limit_comes_from_the_checkpoint_unless_given(setup):
     assert plan(LabelConfig(input=audio, model=model, output=out, band_limit_hz=3000), None).features.band_limit_hz == 3000
 
 
-def test_resume_accepts_an_output_written_before_band_limits_and_refuses_other_settings(setup):
+def test_resume_accepts_an_output_written_before_band_limits_and_smoothing_and_refuses_other_settings(setup):
     model, audio, out = setup
-    cfg = LabelConfig(input=audio, model=model, output=out, band_limit_hz=0)
+    cfg = LabelConfig(input=audio, model=model, output=out, band_limit_hz=0, switch_cost=0)
     p = plan(cfg, None)
     files_to_do(cfg, p, None)                                            # writes label_config.json
     old = storage.read_json(storage.join(out, "label_config.json"))
-    del old["feature_config"]["band_limit_hz"]                           # as an older version wrote it
+    del old["feature_config"]["band_limit_hz"], old["switch_cost"]       # as an older version wrote it
     storage.write_json(storage.join(out, "label_config.json"), old)
     resume = dataclasses.replace(cfg, resume=True)
     assert files_to_do(resume, plan(resume, None), None) == p.uris       # same settings: resumes
-    other = dataclasses.replace(resume, band_limit_hz=4000)
-    with pytest.raises(JobError, match="another model or settings"):
-        files_to_do(other, plan(other, None), None)
+    for other in (dataclasses.replace(resume, band_limit_hz=4000), dataclasses.replace(resume, switch_cost=3.0)):
+        with pytest.raises(JobError, match="another model or settings"):
+            files_to_do(other, plan(other, None), None)
 
 
 def test_class_prior_is_parsed_and_must_name_the_checkpoints_classes(setup):
