@@ -21,7 +21,8 @@ def results(name: str) -> dict:
 
 
 def test_robustness_table_is_its_results_file():
-    r = results("robustness.json")
+    r = results("robustness-smooth.json")
+    assert r["label_args"] == ["--class-prior", "noise=0.6", "--switch-cost", "3"]
     assert r["commit"] and r["command"].startswith("benchmarks/robustness.py") and r["machine"]["cpus"]
     for name, c in r["conditions"].items():
         line = readme_line(f"| {name} |")
@@ -60,7 +61,7 @@ def test_leave_source_out_of_the_4khz_model_is_its_results_file():
 
 def test_robustness_labeling_variants_are_their_results_files():
     files = ("robustness-default.json", "robustness.json", "robustness-w3.json", "robustness-bltrain.json",
-             "robustness-bltrain-prior.json")  # columns
+             "robustness-bltrain-prior.json")  # columns, each labeled before the smoothing (what --switch-cost 0 does)
     runs = [results(f) for f in files]
     assert runs[-1]["label_args"] == ["--class-prior", "noise=0.6"]
     for name in runs[0]["conditions"]:
@@ -183,3 +184,17 @@ def test_label_memory_before_and_after_are_their_results_files():
                       " / ".join(f"{x['peak_tree_mib']:.0f}" for x in runs) + f" MiB ({q['tree']:.2f}×)"))
     assert f"| {cells[0][0]} | {cells[1][0]} |" in readme_line("| largest process, 30 s / 1 h / 4 h timeline |")
     assert f"| {cells[0][1]} | {cells[1][1]} |" in readme_line("| job's process tree, same |")
+
+
+def test_the_six_epoch_run_is_its_results_file():
+    r = results("robustness-6ep.json")
+    text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
+    line = text[text.index("**Training within the hour costs accuracy"):][:1100]
+    assert f"train {r['train_wall_s']:,.0f} s" in line and f"featurize {r['featurize_wall_s']:.0f} s" in line, line
+    assert r["train_args"][r["train_args"].index("--epochs") + 1] == "6"
+    c = r["conditions"].values()
+    for key in ("music", "speech"):
+        f1 = [x["ours"][key]["f1"] for x in c]
+        assert f"{min(f1):.3f}-{max(f1):.3f}" in line, (key, line)
+    acc = [x["clip_accuracy"] * 100 for x in c]
+    assert f"clip accuracy {min(acc):.1f}-{max(acc):.1f}%" in line, line
