@@ -198,3 +198,13 @@ def test_the_six_epoch_run_is_its_results_file():
         assert f"{min(f1):.3f}-{max(f1):.3f}" in line, (key, line)
     acc = [x["clip_accuracy"] * 100 for x in c]
     assert f"clip accuracy {min(acc):.1f}-{max(acc):.1f}%" in line, line
+
+
+def test_the_switch_cost_sweep_is_its_results_files():
+    text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
+    line = text[text.index("The gain does not hinge on the value"):][:500]
+    for name, cost in (("robustness-smooth-1.5.json", "1.5"), ("robustness-smooth-5.json", "5")):
+        r = results(name)
+        assert r["label_args"] == ["--class-prior", "noise=0.6", "--switch-cost", cost]
+        f1 = {k: [x["ours"][k]["f1"] for x in r["conditions"].values()] for k in ("speech", "music")}
+        assert f"{min(f1['speech']):.3f}-{max(f1['speech']):.3f}" in line and f"{min(f1['music']):.3f}-{max(f1['music']):.3f}" in line
