@@ -39,6 +39,16 @@ def random_timeline(clips: list[tuple[np.ndarray, str]], seconds: float, rng: np
     return np.concatenate(xs).astype(np.float32), truth
 
 
+def combined(per_file: dict, segs_of) -> tuple[list, list]:
+    """Truth and predictions of several timelines on one time axis."""
+    truth, pred, off = [], [], 0.0
+    for path, t in per_file.items():
+        truth += [(s + off, e + off, k) for s, e, k in t]
+        pred += [(s + off, e + off, k) for s, e, k in segs_of(path)]
+        off += t[-1][1] + 1.0
+    return truth, pred
+
+
 def grid_eval(segs, truth, classes=("music", "speech"), step: float = 0.01) -> dict:
     """P/R/F1 per class on a `step` grid; segs and truth are [(start, end, label)]. Predicted labels
     outside `classes` (noise, silence, noEnergy) count as a miss for every class."""

@@ -14,7 +14,8 @@
    the condition applied to the whole timeline; segment P/R/F1 per class on a 10 ms grid, for the label job
    and for inaSpeechSegmenter on the same audio (benchmarks/peer.py; skipped when its venv is missing).
 3. Leave-source-out on the corpus: pipelines/train.py --folds K --group-by source on the same features; each
-   fold's test files come from sources it never trained on. Clip accuracy over music/speech clips, noise recall.
+   fold's test files come from sources it never trained on. Clip accuracy over music/speech clips, noise recall;
+   and each fold's network labels timelines of its held-out music/speech clips (benchmarks/lso_timelines.py).
 4. Silence: a 10 s silent file and a file with 1.5 s of digital silence and 2 s of -80 dBFS hiss.
 Writes benchmarks/results/robustness.json (figures, commit, machine, command) and prints the table.
 """
@@ -32,7 +33,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
 
-from benchmarks.common import done_line, grid_eval, random_timeline, run_job, write_results  # noqa: E402
+from benchmarks.common import combined, done_line, grid_eval, random_timeline, run_job, write_results  # noqa: E402
+from benchmarks.lso_timelines import lso_timelines  # noqa: E402
 from pipelines import augment as A  # noqa: E402
 from pipelines import storage  # noqa: E402
 
@@ -137,16 +139,6 @@ def build_inputs(a, noise) -> dict:
         json.dump(tl, open(os.path.join(root, "done"), "w"))
         truth[name] = (root, tl)
     return truth
-
-
-def combined(per_file: dict, segs_of) -> tuple[list, list]:
-    """Truth and predictions of several timelines on one time axis."""
-    truth, pred, off = [], [], 0.0
-    for path, t in per_file.items():
-        truth += [(s + off, e + off, k) for s, e, k in t]
-        pred += [(s + off, e + off, k) for s, e, k in segs_of(path)]
-        off += t[-1][1] + 1.0
-    return truth, pred
 
 
 def measure(a, model: str, truth: dict) -> dict:
@@ -337,6 +329,9 @@ def main(argv=None) -> int:
     if a.lso_folds:                                  # also with --model: the folds train their own networks
         figures["leave_source_out"] = lso = leave_source_out(a)
         figures["lso_args"] = a.lso_args.split() if a.lso_args else DEFAULT_LSO
+        figures["leave_source_out_timelines"] = lt = lso_timelines(a)   # each fold's network on its held-out sources
+        print(f"leave-source-out timelines, all folds: music F1 {lt['all']['music']['f1']:.3f}, speech F1 "
+              f"{lt['all']['speech']['f1']:.3f}", flush=True)
         path = write_results(a.name, figures)
     print("\n" + table(res, lso, sil))
     print(f"\nfigures in {path}")

@@ -208,3 +208,15 @@ def test_the_switch_cost_sweep_is_its_results_files():
         assert r["label_args"] == ["--class-prior", "noise=0.6", "--switch-cost", cost]
         f1 = {k: [x["ours"][k]["f1"] for x in r["conditions"].values()] for k in ("speech", "music")}
         assert f"{min(f1['speech']):.3f}-{max(f1['speech']):.3f}" in line and f"{min(f1['music']):.3f}-{max(f1['music']):.3f}" in line
+
+
+def test_the_leave_source_out_timelines_are_their_results_files():
+    text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
+    line = text[text.index("**The smoothing holds on sources never trained on"):][:1000]
+    off, on = (results(f)["leave_source_out_timelines"] for f in ("robustness-smooth-0.json", "robustness-smooth.json"))
+    assert results("robustness-smooth-0.json")["label_args"] == ["--class-prior", "noise=0.6", "--switch-cost", "0"]
+    pair = lambda d: f"{d['music']['f1']:.3f} / {d['speech']['f1']:.3f}"  # noqa: E731
+    assert f"{pair(off['all'])} → {pair(on['all'])}" in line, line
+    for a, b in zip(off["per_fold"], on["per_fold"]):
+        assert f"{pair(a)} → {pair(b)}" in line, line
+    assert f"recall {on['all']['music']['recall']:.3f}" in line and f"precision {on['all']['speech']['precision']:.3f}" in line

@@ -1,0 +1,58 @@
+"""Leave-source-out on timelines (benchmarks/robustness.py calls it): each fold's network labels timelines of random
+3-30 s pieces of its own held-out corpus music/speech clips, sources it never trained on (GTZAN, one source, is left
+out: the conditions measure it), end to end as an archive holds them, with the label job and --label-args; segment
+P/R/F1 on a 10 ms grid per fold and over all folds. The timelines are written once under WORK/lso-timelines (the
+same for every labeling setting), the labels under WORK/labels-NAME/lso-fold-K."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from benchmarks.common import combined, grid_eval, random_timeline, run_job
+from pipelines import storage
+
+SR = 22050
+
+
+def fold_timelines(run: str, k: int, root: str, n: int, minutes: float) -> dict:
+    """{timeline path: truth [(start, end, label)]} of fold k, written on the first call."""
+    done = os.path.join(root, "done.json")
+    if os.path.exists(done):
+        return storage.read_json(done)
+    from pipelines.demo import wav_bytes
+
+    test = storage.read_json(os.path.join(run, f"fold-{k}", "splits.json"))["test"]
+    test = [u for u in test if f"{os.sep}corpus{os.sep}" in u and any(f"{os.sep}{c}{os.sep}" in u for c in ("music", "speech"))]
+    clips = [(storage.decode(u, SR)[0], "music" if f"{os.sep}music{os.sep}" in u else "speech") for u in test]
+    rng, truth = np.random.default_rng(k), {}
+    for i in range(n):
+        x, t = random_timeline(clips, minutes * 60, rng)
+        path = os.path.join(root, "in", f"tl-{i}.wav")
+        storage.write_bytes(path, wav_bytes(x, SR))
+        truth[path] = t
+    storage.write_json(done, truth)
+    return truth
+
+
+def lso_timelines(a, n: int = 2, minutes: float = 5.0) -> dict:
+    """-> {"per_fold": [segment P/R/F1 of each fold], "all": over all folds' timelines, "timelines_per_fold", "minutes"}."""
+    run = os.path.join(a.work, "runs", "lso")
+    labels = os.path.join(a.work, "labels" + (f"-{a.name}" if a.name != "robustness" else ""))
+    per_fold, T, P, off = [], [], [], 0.0
+    for k in range(a.lso_folds):
+        root = os.path.join(a.work, "lso-timelines", f"fold-{k}")
+        truth = fold_timelines(run, k, root, n, minutes)
+        out = os.path.join(labels, f"lso-fold-{k}")
+        if not os.path.exists(os.path.join(out, "_SUCCESS.json")):
+            run_job("label", ["--input", os.path.join(root, "in"), "--model", os.path.join(run, f"fold-{k}", "model.pt"),
+                              "--output", out, "--overwrite", *a.label_args.split()])
+        segs = storage.read_table(os.path.join(out, "segments.parquet")).to_pylist()
+        tr, pr = combined(truth, lambda p: [(s["start"], s["end"], s["label"]) for s in segs if s["uri"] == p])
+        per_fold.append(grid_eval(pr, tr))
+        T += [(s + off, e + off, c) for s, e, c in tr]
+        P += [(s + off, e + off, c) for s, e, c in pr]
+        off += tr[-1][1] + 1.0
+        print(f"leave-source-out timelines, fold {k}: {per_fold[-1]}", flush=True)
+    return {"per_fold": per_fold, "all": grid_eval(P, T), "timelines_per_fold": n, "minutes": minutes}
