@@ -16,7 +16,7 @@ FORMAT = "music-speech-conv3d/1"
 
 def checkpoint_dict(net: Conv3DNet, feature_cfg: FeatureConfig, **extra) -> dict:
     """extra: optimizer state, epoch, metrics ... (plain data only)."""
-    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}   # any training layout
     return {
         "format": FORMAT,
         "net_config": json.dumps(net.cfg.to_dict()),

