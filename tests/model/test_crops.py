@@ -38,3 +38,15 @@ def test_window_logits_average_the_stretches_that_hold_real_audio():
     assert torch.allclose(got, want, atol=1e-5)
     assert not torch.allclose(cut[1, 2], local[2, 2], atol=1e-5)     # the cut is real: padding changes the edge
     assert window_logits(net, idx[:0], np.zeros(0), 16).shape == (0, 2)
+
+
+def test_window_logits_of_a_variant_network_take_the_plain_forward():
+    """FastConv3D handles the seed's first convolution only; another one is scored by the plain network."""
+    torch.manual_seed(0)
+    net = Conv3DNet()
+    net.blocks[0].conv = torch.nn.Conv3d(4, net.blocks[0].conv.out_channels, 5, padding=2)
+    net.eval()
+    idx = np.random.default_rng(2).integers(0, 256, (2, 128, 32), dtype=np.uint8)
+    with torch.no_grad():
+        want = net(expand(torch.from_numpy(idx)))
+    assert torch.allclose(window_logits(net, idx, np.array([32, 32]), 32), want, atol=1e-5)
