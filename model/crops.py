@@ -55,7 +55,8 @@ def window_logits(net: Conv3DNet, index: np.ndarray, real: np.ndarray, crop_fram
     window (the network in eval mode). Windows go shortest first and each batch is cut after its longest
     real audio (rounded up to whole stretches): a padded 30 s window of a 5 s clip costs a sixth.
     On the CPU the pass is FastConv3D's (the same numbers within float rounding): 0.58 against 1.33 s per
-    30 s window on one thread (measured here), which took ~60 s off each training epoch's validation (105-116 -> 47-51 s)."""
+    30 s window on one thread (measured here), which took ~60 s off each training epoch's validation
+    (105-116 -> 47-51 s)."""
     device = torch.device(device)
     cuda = device.type == "cuda"
     fast = _fast_or_none(net, n_bins, device)
