@@ -265,3 +265,17 @@ def test_the_leave_source_out_timelines_are_their_results_files():
     for a, b in zip(off["per_fold"], on["per_fold"]):
         assert f"{pair(a)} → {pair(b)}" in line, line
     assert f"recall {on['all']['music']['recall']:.3f}" in line and f"precision {on['all']['speech']['precision']:.3f}" in line
+
+
+def test_the_recipe_label_run_is_its_results_file():
+    r = results("label-recipe.json")
+    text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
+    line = text[text.index("**The recipe's model on the same kind of hour**"):][:900]
+    seg = next(iter(r["segments_hour"].values()))
+    assert f"{seg['music']['f1']:.3f} / {seg['speech']['f1']:.3f} on the hour" in line, line
+    assert f"P / R {seg['music']['precision']:.3f} / {seg['music']['recall']:.3f}" in line
+    runs = {x["run"]: x for x in r["runs"]}
+    assert f"{runs['1-hour timeline']['realtime']:.1f}× realtime on the hour and {runs['4-hour timeline']['realtime']:.1f}×" in line
+    first = next(x for x in r["runs"] if x["run"].startswith("one 30 s"))
+    assert f"{first['peak_largest_mib']:.0f} → {runs['4-hour timeline']['peak_largest_mib']:.0f} MiB" in line
+    assert f"{r['memory_vs_30s']['4-hour timeline']['largest']:.2f}× against the 1.5×" in line
