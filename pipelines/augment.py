@@ -11,6 +11,14 @@ normalization: the conditions are applied to the waveform and the result is feat
     eq        random gain and spectral tilt / one peaking band
     over      speech over music (the music is the "noise", the label stays speech)
 
+and, on top of any of them (before the condition, as a programme's own level changes come before the
+channel), with probability `level_prob`:
+
+    level     level steps: the window cut into 2-4 stretches of >= 2 s, each but one lowered by 0..level_db dB
+              (20 ms ramps). A quiet announcer after a loud record shares a window's normalization with it:
+              GTZAN's speech-26 (20 dB below its neighbours) was called music inside a timeline and speech
+              on its own (benchmarks/results/robustness-fast-8.json, timeline tl-1 at 186-207 s).
+
 `augment(x, sr, kind, rng, noise)` is pure given its inputs: the featurize job draws the kind and the
 seed from the file's URI and variant number, so a rerun (or --resume) writes the same rows.
 """
@@ -35,25 +43,33 @@ class AugmentConfig:
     snr_db: tuple = (0.0, 20.0)
     over_snr_db: tuple = (0.0, 15.0)
     seed: int = 0
+    level_prob: float = 0.5
+    level_db: float = 30.0
 
     def __post_init__(self):
         bad = set(self.kinds) - set(KINDS) - {"over"}
         if bad or self.variants < 0 or not self.kinds:
             raise ValueError(f"invalid augment config: variants={self.variants}, kinds={self.kinds} "
                              f"(known: {KINDS + ('over',)})")
+        if not 0.0 <= self.level_prob <= 1.0 or self.level_db < 0:
+            raise ValueError(f"level_prob (--augment-level-prob) must be in [0, 1] and level_db >= 0, got "
+                             f"{self.level_prob} and {self.level_db}")
 
     def to_dict(self) -> dict:
         return {"variants": self.variants, "kinds": list(self.kinds), "snr_db": list(self.snr_db),
-                "over_snr_db": list(self.over_snr_db), "seed": self.seed}
+                "over_snr_db": list(self.over_snr_db), "seed": self.seed, "level_prob": self.level_prob,
+                "level_db": self.level_db}
 
     @classmethod
     def from_dict(cls, d: dict) -> "AugmentConfig":
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-def rng_for(uri: str, variant: int, seed: int = 0, window: int | None = None) -> np.random.Generator:
-    """The same generator for the same (file, copy[, window]) in every run and on every worker."""
-    return np.random.default_rng([zlib.crc32(uri.encode()), variant, seed, *([] if window is None else [window + 1])])
+def rng_for(uri: str, variant: int, seed: int = 0, window: int | None = None, stream: str = "") -> np.random.Generator:
+    """The same generator for the same (file, copy[, window][, stream]) in every run and on every worker;
+    another `stream` ("level") draws apart, so adding it leaves the conditions' own draws as they were."""
+    return np.random.default_rng([zlib.crc32(uri.encode()), variant, seed, *([] if window is None else [window + 1]),
+                                  *([zlib.crc32(stream.encode())] if stream else [])])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -155,6 +171,28 @@ def equalize(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
         gain_db = g * np.exp(-0.5 * ((octv - fc) / width) ** 2)
     y = np.fft.irfft(X * 10 ** (gain_db / 20), n=len(x)) * 10 ** (rng.uniform(-20, 6) / 20)
     return np.clip(y, -1, 1).astype(np.float32)
+
+
+def level_steps(x: np.ndarray, sr: int, rng: np.random.Generator, max_drop_db: float = 30.0,
+                min_seconds: float = 2.0, ramp_seconds: float = 0.02) -> tuple[np.ndarray, list[float]]:
+    """Cut (T,) into 2-4 stretches of >= min_seconds at random points; one random stretch keeps its level,
+    each other one is lowered by U(0, max_drop_db) dB, with linear ramps of ramp_seconds between gains.
+    -> (the stepped audio, each stretch's gain in dB). Shorter than two stretches: returned unchanged."""
+    n, m = len(x), int(min_seconds * sr)
+    k = min(int(rng.integers(2, 5)), n // max(m, 1))
+    if k < 2:
+        return x.astype(np.float32, copy=True), [0.0]
+    free = n - k * m                                                  # samples left after the minimum lengths
+    cuts = np.sort(rng.integers(0, free + 1, k - 1)) + m * np.arange(1, k)
+    gains = -rng.uniform(0, max_drop_db, k)
+    gains[int(rng.integers(k))] = 0.0
+    edges = np.concatenate([[0], cuts, [n]])
+    g = np.repeat(10 ** (gains / 20), np.diff(edges))
+    r = max(1, int(ramp_seconds * sr))
+    for c, a, b in zip(cuts, g[cuts - 1], g[np.minimum(cuts, n - 1)]):  # ramp across each cut, centred on it
+        lo, hi = max(0, c - r // 2), min(n, c + r // 2)
+        g[lo:hi] = np.linspace(a, b, hi - lo)
+    return (x * g).astype(np.float32), [float(v) for v in gains]
 
 
 def colored_noise(n: int, rng: np.random.Generator) -> np.ndarray:

@@ -38,6 +38,7 @@ class FeaturizeConfig:
     extensions: tuple[str, ...] = storage.parse_extensions(storage.EXTENSIONS_ARG)
     augment: int = 0
     augment_kinds: tuple[str, ...] = AUGMENT_KINDS
+    augment_level_prob: float = 0.5
     output: str = "demo_out/features"
     window_seconds: float = 30.0
     n_mels: int = 128
@@ -71,7 +72,7 @@ class FeaturizeConfig:
         return FeatureConfig(window_seconds=self.window_seconds, n_mels=self.n_mels, band_limit_hz=self.band_limit_hz)
 
     def augment_config(self) -> AugmentConfig:
-        return AugmentConfig(variants=self.augment, kinds=self.augment_kinds)
+        return AugmentConfig(variants=self.augment, kinds=self.augment_kinds, level_prob=self.augment_level_prob)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from model import FeatureConfig
 from pipelines import storage
-from pipelines.augment import AugmentConfig, augment, band_limit, rng_for
+from pipelines.augment import AugmentConfig, augment, band_limit, level_steps, rng_for
 from pipelines.shards import ERROR_SCHEMA, FEATURE_SCHEMA
 from pipelines.storage import S3Options
 from pipelines.windows import iter_windows, window_index
@@ -60,11 +60,15 @@ def file_rows(item: dict, cfg: FeatureConfig, aug: AugmentConfig, banks: dict, s
     for i, w in enumerate(iter_windows(item["uri"], cfg, None, s3)):
         yield "", w, window_index(w.samples, cfg, frames)
         for v, kind, _ in plans:
-            rng = rng_for(item["uri"], v, aug.seed, i)
-            y, _ = augment(w.samples, cfg.sample_rate, kind, rng, others[v], aug)
+            rng, lvl = rng_for(item["uri"], v, aug.seed, i), rng_for(item["uri"], v, aug.seed, i, "level")
+            x, tag = w.samples, f"{v + 1}:{kind}"                             # "1:band", "2:codec+level"
+            if aug.level_prob and lvl.random() < aug.level_prob:
+                x, _ = level_steps(x, cfg.sample_rate, lvl, aug.level_db)
+                tag += "+level"
+            y, _ = augment(x, cfg.sample_rate, kind, rng, others[v], aug)
             if cfg.band_limit_hz and 2 * cfg.band_limit_hz < cfg.sample_rate:   # the damage may add highs back
                 y = band_limit(y, cfg.sample_rate, int(round(2 * cfg.band_limit_hz)))
-            yield f"{v + 1}:{kind}", w, window_index(y, cfg, frames)             # "1:band", "2:codec"
+            yield tag, w, window_index(y, cfg, frames)
 
 
 def featurize_files(batch: pa.Table, cfg_dict: dict, aug_dict: dict, banks: dict, s3: S3Options | None,

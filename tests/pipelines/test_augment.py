@@ -69,3 +69,43 @@ def test_augment_is_deterministic_per_file_and_variant():
         A.augment(x, SR, "reverb", A.rng_for("x", 0))
     with pytest.raises(ValueError, match="invalid augment config"):
         A.AugmentConfig(variants=1, kinds=("reverb",))
+
+
+def test_level_steps_lower_all_but_one_stretch_by_what_they_say():
+    x = np.random.default_rng(3).standard_normal(SR * 30).astype(np.float32) * 0.1
+    for seed in range(20):
+        y, gains = A.level_steps(x, SR, np.random.default_rng(seed), max_drop_db=30.0)
+        assert len(y) == len(x) and 2 <= len(gains) <= 4
+        assert max(gains) == 0.0 and min(gains) >= -30.0 and gains.count(0.0) >= 1
+        g = np.abs(y) / np.maximum(np.abs(x), 1e-12)                   # the gain applied, sample by sample
+        steps = np.flatnonzero(np.abs(np.diff(g)) > 1e-6) + 1          # only at the ramps
+        db = 20 * np.log10(g)
+        runs = np.split(db, steps)                                     # stretches of one gain (and the ramps)
+        long = [float(np.median(r)) for r in runs if len(r) >= 1.9 * SR]   # >= 2 s less the ramps
+        assert len(long) == len(gains) and np.allclose(long, gains, atol=1e-3)
+    short, gains = A.level_steps(x[: SR * 3], SR, np.random.default_rng(0))    # < two 2 s stretches: as it was
+    assert gains == [0.0] and np.array_equal(short, x[: SR * 3])
+
+
+def test_level_steps_come_on_top_of_the_condition_without_moving_its_draws():
+    from model import FeatureConfig
+    from pipelines.featurize_rows import file_rows
+    from pipelines import storage
+
+    import os
+    import tempfile
+
+    import soundfile as sf
+    d = tempfile.mkdtemp()
+    p = os.path.join(d, "a.wav")
+    sf.write(p, make_clip("speech", 30.0, 2), SR)
+    item = {"uri": p, "label": "speech", "split": "train"}
+    cfg = FeatureConfig()
+    tags = {lp: [t for t, _, _ in file_rows(item, cfg, A.AugmentConfig(variants=8, kinds=("band",), level_prob=lp),
+                                             {"music": [], "noise": []}, None)] for lp in (0.0, 0.5, 1.0)}
+    assert tags[0.0] == [""] + [f"{v}:band" for v in range(1, 9)]
+    assert tags[1.0] == [""] + [f"{v}:band+level" for v in range(1, 9)]
+    assert 0 < sum(t.endswith("+level") for t in tags[0.5]) < 8
+    with pytest.raises(ValueError, match="level_prob"):
+        A.AugmentConfig(level_prob=1.5)
+    assert storage is not None
