@@ -77,7 +77,7 @@ def parser() -> argparse.ArgumentParser:
                         "the inputs' music (label speech)")
     p.add_argument("--augment-kinds", default=",".join(AUGMENT_KINDS), help="the conditions --augment draws from")
     p.add_argument("--augment-level-prob", type=float, default=0.5, metavar="P",
-                   help="the share of augmented copies whose windows also get level steps (2-4 stretches of >= 2 s, "
+                   help="the share of augmented copies whose windows also get level steps (2-4 stretches of >= 1 s, "
                         "all but one lowered by 0-30 dB) before their condition: a quiet voice after a loud "
                         "record shares one window's normalization with it; 0: off")
     p.add_argument("--output", default="demo_out/features", help="output folder or s3:// prefix")

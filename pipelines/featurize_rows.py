@@ -63,8 +63,8 @@ def file_rows(item: dict, cfg: FeatureConfig, aug: AugmentConfig, banks: dict, s
             rng, lvl = rng_for(item["uri"], v, aug.seed, i), rng_for(item["uri"], v, aug.seed, i, "level")
             x, tag = w.samples, f"{v + 1}:{kind}"                             # "1:band", "2:codec+level"
             if aug.level_prob and lvl.random() < aug.level_prob:
-                x, _ = level_steps(x, cfg.sample_rate, lvl, aug.level_db)
-                tag += "+level"
+                x, gains = level_steps(x, cfg.sample_rate, lvl, aug.level_db)
+                tag += "+level" if len(gains) > 1 else ""                # under 2 s: nothing to step
             y, _ = augment(x, cfg.sample_rate, kind, rng, others[v], aug)
             if cfg.band_limit_hz and 2 * cfg.band_limit_hz < cfg.sample_rate:   # the damage may add highs back
                 y = band_limit(y, cfg.sample_rate, int(round(2 * cfg.band_limit_hz)))

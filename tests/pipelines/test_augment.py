@@ -81,31 +81,30 @@ def test_level_steps_lower_all_but_one_stretch_by_what_they_say():
         steps = np.flatnonzero(np.abs(np.diff(g)) > 1e-6) + 1          # only at the ramps
         db = 20 * np.log10(g)
         runs = np.split(db, steps)                                     # stretches of one gain (and the ramps)
-        long = [float(np.median(r)) for r in runs if len(r) >= 1.9 * SR]   # >= 2 s less the ramps
+        long = [float(np.median(r)) for r in runs if len(r) >= 0.9 * SR]   # >= 1 s less the ramps
         assert len(long) == len(gains) and np.allclose(long, gains, atol=1e-3)
-    short, gains = A.level_steps(x[: SR * 3], SR, np.random.default_rng(0))    # < two 2 s stretches: as it was
-    assert gains == [0.0] and np.array_equal(short, x[: SR * 3])
+    short, gains = A.level_steps(x[: SR * 3 // 2], SR, np.random.default_rng(0))   # < two 1 s stretches: as it was
+    assert gains == [0.0] and np.array_equal(short, x[: SR * 3 // 2])
 
 
-def test_level_steps_come_on_top_of_the_condition_without_moving_its_draws():
+def test_level_steps_come_on_top_of_the_condition_and_are_tagged(tmp_path):
+    import soundfile as sf
+
     from model import FeatureConfig
     from pipelines.featurize_rows import file_rows
-    from pipelines import storage
 
-    import os
-    import tempfile
-
-    import soundfile as sf
-    d = tempfile.mkdtemp()
-    p = os.path.join(d, "a.wav")
+    p = str(tmp_path / "a.wav")
     sf.write(p, make_clip("speech", 30.0, 2), SR)
-    item = {"uri": p, "label": "speech", "split": "train"}
-    cfg = FeatureConfig()
-    tags = {lp: [t for t, _, _ in file_rows(item, cfg, A.AugmentConfig(variants=8, kinds=("band",), level_prob=lp),
-                                             {"music": [], "noise": []}, None)] for lp in (0.0, 0.5, 1.0)}
-    assert tags[0.0] == [""] + [f"{v}:band" for v in range(1, 9)]
-    assert tags[1.0] == [""] + [f"{v}:band+level" for v in range(1, 9)]
-    assert 0 < sum(t.endswith("+level") for t in tags[0.5]) < 8
+    item, cfg, banks = {"uri": p, "label": "speech", "split": "train"}, FeatureConfig(), {"music": [], "noise": []}
+    rows = {lp: list(file_rows(item, cfg, A.AugmentConfig(variants=8, kinds=("eq",), level_prob=lp), banks, None))
+            for lp in (0.0, 0.5, 1.0)}
+    assert [t for t, _, _ in rows[0.0]] == [""] + [f"{v}:eq" for v in range(1, 9)]
+    assert [t for t, _, _ in rows[1.0]] == [""] + [f"{v}:eq+level" for v in range(1, 9)]
+    assert 0 < sum(t.endswith("+level") for t, _, _ in rows[0.5]) < 8
+    for (t0, _, a), (t5, _, b) in zip(rows[0.0], rows[0.5]):          # the same condition draws either way
+        assert np.array_equal(a, b) == (not t5.endswith("+level"))
+    sf.write(p, make_clip("speech", 1.5, 2), SR)                     # too short to step: the tag says so
+    assert [t for t, _, _ in file_rows(item, cfg, A.AugmentConfig(variants=2, kinds=("eq",), level_prob=1.0),
+                                       banks, None)] == ["", "1:eq", "2:eq"]
     with pytest.raises(ValueError, match="level_prob"):
         A.AugmentConfig(level_prob=1.5)
-    assert storage is not None
