@@ -43,7 +43,7 @@ class AugmentConfig:
     snr_db: tuple = (0.0, 20.0)
     over_snr_db: tuple = (0.0, 15.0)
     seed: int = 0
-    level_prob: float = 0.5
+    level_prob: float = 0.0
     level_db: float = 30.0
 
     def __post_init__(self):
@@ -56,9 +56,10 @@ class AugmentConfig:
                              f"{self.level_prob} and {self.level_db}")
 
     def to_dict(self) -> dict:
-        return {"variants": self.variants, "kinds": list(self.kinds), "snr_db": list(self.snr_db),
-                "over_snr_db": list(self.over_snr_db), "seed": self.seed, "level_prob": self.level_prob,
-                "level_db": self.level_db}
+        d = {"variants": self.variants, "kinds": list(self.kinds), "snr_db": list(self.snr_db),
+             "over_snr_db": list(self.over_snr_db), "seed": self.seed}
+        # off, the level keys are left out: features made before they existed still --resume (same rows)
+        return {**d, "level_prob": self.level_prob, "level_db": self.level_db} if self.level_prob else d
 
     @classmethod
     def from_dict(cls, d: dict) -> "AugmentConfig":

@@ -76,10 +76,11 @@ def parser() -> argparse.ArgumentParser:
                         "inputs' noise files at 0-20 dB SNR, MP3/Ogg at a low bitrate, gain/EQ, and speech over "
                         "the inputs' music (label speech)")
     p.add_argument("--augment-kinds", default=",".join(AUGMENT_KINDS), help="the conditions --augment draws from")
-    p.add_argument("--augment-level-prob", type=float, default=0.5, metavar="P",
+    p.add_argument("--augment-level-prob", type=float, default=0.0, metavar="P",
                    help="the share of augmented copies whose windows also get level steps (2-4 stretches of >= 1 s, "
                         "all but one lowered by 0-30 dB) before their condition: a quiet voice after a loud "
-                        "record shares one window's normalization with it; 0: off")
+                        "record shares one window's normalization with it (0, the default: off; what 0.5 bought "
+                        "and cost: README, Real archives)")
     p.add_argument("--output", default="demo_out/features", help="output folder or s3:// prefix")
     p.add_argument("--window-seconds", type=float, default=30.0, help="window length (the seed's clip is 30 s)")
     p.add_argument("--n-mels", type=int, default=128)

@@ -38,7 +38,7 @@ class FeaturizeConfig:
     extensions: tuple[str, ...] = storage.parse_extensions(storage.EXTENSIONS_ARG)
     augment: int = 0
     augment_kinds: tuple[str, ...] = AUGMENT_KINDS
-    augment_level_prob: float = 0.5
+    augment_level_prob: float = 0.0
     output: str = "demo_out/features"
     window_seconds: float = 30.0
     n_mels: int = 128

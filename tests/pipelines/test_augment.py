@@ -108,3 +108,10 @@ def test_level_steps_come_on_top_of_the_condition_and_are_tagged(tmp_path):
                                        banks, None)] == ["", "1:eq", "2:eq"]
     with pytest.raises(ValueError, match="level_prob"):
         A.AugmentConfig(level_prob=1.5)
+
+
+def test_level_steps_are_off_by_default_and_leave_the_stored_config_as_before():
+    assert A.AugmentConfig().level_prob == 0.0
+    assert set(A.AugmentConfig(variants=2).to_dict()) == {"variants", "kinds", "snr_db", "over_snr_db", "seed"}
+    on = A.AugmentConfig(variants=2, level_prob=0.5)
+    assert A.AugmentConfig.from_dict(on.to_dict()) == on and on.to_dict()["level_prob"] == 0.5
