@@ -279,3 +279,31 @@ def test_the_recipe_label_run_is_its_results_file():
     first = next(x for x in r["runs"] if x["run"].startswith("one 30 s"))
     assert f"{first['peak_largest_mib']:.0f} → {runs['4-hour timeline']['peak_largest_mib']:.0f} MiB" in line
     assert f"{r['memory_vs_30s']['4-hour timeline']['largest']:.2f}× against the 1.5×" in line
+
+
+def test_the_level_steps_run_is_its_results_files():
+    r, base = results("robustness-level.json"), results("robustness-fast-8.json")
+    assert "--augment-level-prob" not in r["featurize_args"] and r["commit"].startswith("771fc29") and not r["dirty"]
+    text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
+    b = text[text.index("* **Level steps move the error"):][:1900]
+    assert f"featurize {r['featurize_wall_s']:.0f} s + train {r['train_wall_s']:,.0f} s, best epoch " \
+           f"{r['train_test_metrics']['best_epoch']}" in b
+    c, c0 = r["conditions"], base["conditions"]
+    for name, k, m in (("as is", "speech", "recall"), ("Ogg Vorbis ~30 kbit/s", "speech", "recall"),
+                       ("as is", "music", "recall"), ("noise 10 dB", "music", "recall")):
+        assert f"{c0[name]['ours'][k][m]:.3f} → {c[name]['ours'][k][m]:.3f}" in b, (name, k)
+    six = [v for n, v in c.items() if not n.startswith("Ogg")]
+    for k in ("music", "speech"):
+        assert "F1 falls to " + _span([v["ours"][k]["f1"] for v in six]) in b or \
+               "F1 to " + _span([v["ours"][k]["f1"] for v in six]) in b, k
+    ogg = c["Ogg Vorbis ~30 kbit/s"]["ours"]
+    assert f"Ogg Vorbis, {ogg['music']['f1']:.3f} / {ogg['speech']['f1']:.3f}" in b
+    assert "Clips " + _span([v["clip_accuracy"] * 100 for v in c.values()], "{:.1f}") + "%" in b
+    h0 = results("label-recipe.json")["segments_hour"]["default (30 s windows, ~1 s pooling)"]
+    h = results("label-level.json")["segments_hour"]["default (30 s windows, ~1 s pooling)"]
+    assert f"{h0['music']['f1']:.3f} / {h0['speech']['f1']:.3f} → {h['music']['f1']:.3f} / {h['speech']['f1']:.3f}" in b
+    assert f"speech recall {h0['speech']['recall']:.3f} → {h['speech']['recall']:.3f}" in b
+    line = text[text.index("The model trained with level steps (`robustness-level.json`) on the same hour"):][:500]
+    assert f"{h['music']['f1']:.3f} / {h['speech']['f1']:.3f} (music P / R {h['music']['precision']:.3f} / " \
+           f"{h['music']['recall']:.3f}, speech {h['speech']['precision']:.3f} / {h['speech']['recall']:.3f}) at " \
+           f"{h['realtime']:.1f}× realtime" in line, line
