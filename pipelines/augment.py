@@ -51,9 +51,10 @@ class AugmentConfig:
         if bad or self.variants < 0 or not self.kinds:
             raise ValueError(f"invalid augment config: variants={self.variants}, kinds={self.kinds} "
                              f"(known: {KINDS + ('over',)})")
-        if not 0.0 <= self.level_prob <= 1.0 or self.level_db < 0:
-            raise ValueError(f"level_prob (--augment-level-prob) must be in [0, 1] and level_db >= 0, got "
-                             f"{self.level_prob} and {self.level_db}")
+        if not 0.0 <= self.level_prob <= 1.0:
+            raise ValueError(f"level_prob (--augment-level-prob) must be in [0, 1], got {self.level_prob}")
+        if self.level_db < 0:
+            raise ValueError(f"level_db must be >= 0 (dB of drop), got {self.level_db}")
 
     def to_dict(self) -> dict:
         d = {"variants": self.variants, "kinds": list(self.kinds), "snr_db": list(self.snr_db),
