@@ -285,7 +285,7 @@ def test_the_level_steps_run_is_its_results_files():
     r, base = results("robustness-level.json"), results("robustness-fast-8.json")
     assert "--augment-level-prob" not in r["featurize_args"] and r["commit"].startswith("771fc29") and not r["dirty"]
     text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
-    b = text[text.index("* **Level steps move the error"):][:1900]
+    b = text[text.index("* **Level steps move the error"):][:2400]
     assert f"featurize {r['featurize_wall_s']:.0f} s + train {r['train_wall_s']:,.0f} s, best epoch " \
            f"{r['train_test_metrics']['best_epoch']}" in b
     c, c0 = r["conditions"], base["conditions"]
@@ -307,3 +307,9 @@ def test_the_level_steps_run_is_its_results_files():
     assert f"{h['music']['f1']:.3f} / {h['speech']['f1']:.3f} (music P / R {h['music']['precision']:.3f} / " \
            f"{h['music']['recall']:.3f}, speech {h['speech']['precision']:.3f} / {h['speech']['recall']:.3f}) at " \
            f"{h['realtime']:.1f}× realtime" in line, line
+    s1 = results("robustness-level-seed1.json")
+    assert s1["train_args"][-2:] == ["--seed", "1"] and "0.5" in s1["featurize_args"] and not s1["dirty"]
+    c1 = s1["conditions"].values()
+    assert f"train {s1['train_wall_s']:,.0f} s) labeled worse still: music F1 " \
+           f"{_span([v['ours']['music']['f1'] for v in c1])}, speech F1 {_span([v['ours']['speech']['f1'] for v in c1])}" \
+           f", clips {_span([v['clip_accuracy'] * 100 for v in c1], '{:.1f}')}%" in b
