@@ -16,8 +16,9 @@ channel), with probability `level_prob`:
 
     level     level steps: the window cut into 2-4 stretches of >= 1 s, each but one lowered by 0..level_db dB
               (20 ms ramps). A quiet announcer after a loud record shares a window's normalization with it:
-              GTZAN's speech-26 (20 dB below its neighbours) was called music inside a timeline and speech
-              on its own (benchmarks/results/robustness-fast-8.json, timeline tl-1 at 186-207 s).
+              GTZAN's speech-26 (~20 dB RMS below its neighbours) was called music inside a robustness
+              timeline and speech on its own. Off by default: at 0.5 it took that speech back and called
+              music speech instead (README, Real archives; robustness-level*.json).
 
 `augment(x, sr, kind, rng, noise)` is pure given its inputs: the featurize job draws the kind and the
 seed from the file's URI and variant number, so a rerun (or --resume) writes the same rows.
