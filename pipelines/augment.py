@@ -194,7 +194,7 @@ def level_steps(x: np.ndarray, sr: int, rng: np.random.Generator, max_drop_db: f
     edges = np.concatenate([[0], cuts, [n]])
     g = np.repeat(10 ** (gains / 20), np.diff(edges))
     r = max(1, int(ramp_seconds * sr))
-    for c, a, b in zip(cuts, g[cuts - 1], g[np.minimum(cuts, n - 1)]):  # ramp across each cut, centred on it
+    for c, a, b in zip(cuts, g[cuts - 1], g[cuts]):   # ramp centred on each cut (each >= min_seconds before the end)
         lo, hi = max(0, c - r // 2), min(n, c + r // 2)
         g[lo:hi] = np.linspace(a, b, hi - lo)
     return (x * g).astype(np.float32), [float(v) for v in gains]
