@@ -52,7 +52,7 @@ import pyarrow.compute as pc  # noqa: E402
 from model.segments import SILENCE, segments, timeline  # noqa: E402,F401  (timeline, segments: part of the API)
 from pipelines import console, exports, storage  # noqa: E402
 from pipelines.errors import JobError, run_cli  # noqa: E402
-from pipelines.label_config import LabelConfig, LabelResult  # noqa: E402
+from pipelines.label_config import LabelConfig, LabelResult, parse_uris  # noqa: E402
 from pipelines.label_plan import Plan, files_to_do, plan  # noqa: E402
 from pipelines.label_output import (SEGMENT_SCHEMA, PartWriter, assemble, collect, file_schema,  # noqa: E402,F401
                                     marker_uri, read_output, remove_parts)
@@ -75,6 +75,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--extensions", type=storage.parse_extensions, default=storage.EXTENSIONS_ARG,
                    help=storage.EXTENSIONS_HELP)
     p.add_argument("--model", required=True, help="checkpoint (model.pt from the train job), local path or s3://")
+    p.add_argument("--ensemble", type=parse_uris, default=(), metavar="URI[,URI...]",
+                   help="more checkpoints (same classes and features as --model) whose probabilities are averaged "
+                        "with --model's: each adds as much network time as --model takes")
     p.add_argument("--output", required=True, help="output folder or s3:// prefix")
     p.add_argument("--window-seconds", type=float, help="analysis window (default: the checkpoint's window)")
     p.add_argument("--hop-seconds", type=float, help="hop between windows (default: the window, no overlap)")
@@ -166,7 +169,8 @@ def score(cfg: LabelConfig, p: Plan, todo: list[str], n_actors: int, device: str
                                    "silence": (cfg.silence_db, cfg.silence_min_seconds)},
                         num_cpus=cfg.decode_cpus)  # Ray Data SPREADs tasks by default
     ds = ds.map_batches(Scorer, batch_size=cfg.batch_size, batch_format="pyarrow",
-                        fn_constructor_kwargs={"checkpoint": p.checkpoint, "resolution_seconds": cfg.resolution_seconds,
+                        fn_constructor_kwargs={"checkpoint": p.checkpoint, "ensemble": p.ensemble,
+                                               "resolution_seconds": cfg.resolution_seconds,
                                                "threads": cfg.threads_per_actor, "device": device,
                                                "exact_plain": cfg.plain, "class_prior": dict(cfg.class_prior)},
                         compute=ActorPoolStrategy(size=n_actors), num_cpus=cfg.cpus_per_actor,

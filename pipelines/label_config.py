@@ -30,6 +30,11 @@ def parse_class_prior(value) -> tuple[tuple[str, float], ...]:
     return out
 
 
+def parse_uris(value: str) -> list[str]:
+    """--ensemble "a.pt,s3://b/c.pt" -> ["a.pt", "s3://b/c.pt"] (blanks dropped)."""
+    return [u.strip() for u in value.split(",") if u.strip()]
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LabelConfig:
     """Every setting of a labeling run, as `pipelines/label.py --help` names them. `model` and `output` are
@@ -39,6 +44,7 @@ class LabelConfig:
     list: str | None = None
     extensions: tuple[str, ...] = storage.parse_extensions(storage.EXTENSIONS_ARG)
     model: str
+    ensemble: tuple[str, ...] = ()
     output: str
     window_seconds: float | None = None
     hop_seconds: float | None = None
@@ -68,6 +74,7 @@ class LabelConfig:
     def __post_init__(self):
         object.__setattr__(self, "class_prior", parse_class_prior(self.class_prior))
         object.__setattr__(self, "extensions", as_tuple(self.extensions, storage.parse_extensions))
+        object.__setattr__(self, "ensemble", as_tuple(self.ensemble, parse_uris))
         try:   # normalized as the CLI does: known names only, parquet first
             formats = exports.parse_formats(",".join(as_tuple(self.format)))
         except ValueError as e:
@@ -80,6 +87,9 @@ class LabelConfig:
             raise ValueError("give exactly one of input (--input) or list (--list)")
         if not self.model or not self.output:
             raise ValueError("model (--model) and output (--output) are required")
+        if len({self.model, *self.ensemble}) != 1 + len(self.ensemble):
+            raise ValueError(f"ensemble (--ensemble) must name checkpoints other than model (--model) and each "
+                             f"once, got model {self.model!r}, ensemble {self.ensemble!r}")
         for name in ("window_seconds", "hop_seconds"):
             v = getattr(self, name)
             if v is not None and v <= 0:

@@ -23,6 +23,7 @@ class Plan:
     """What a run labels and with what: the checkpoint, its windows, the files to do and the settings
     recorded in label_config.json."""
     checkpoint: bytes
+    ensemble: tuple[bytes, ...]   # --ensemble's checkpoints, averaged with `checkpoint`
     classes: list[str]          # the checkpoint's classes + silence: what the outputs may say
     features: FeatureConfig     # the checkpoint's, with --window-seconds
     hop: float
@@ -30,17 +31,37 @@ class Plan:
     settings: dict
 
 
-def plan(cfg: LabelConfig, s3: S3Options) -> Plan:
-    """Loads the checkpoint and lists the input; raises JobError naming a bad model, input or output."""
+def read_checkpoint(uri: str, s3: S3Options):
+    """-> (its bytes, its network, its FeatureConfig); ValueError/StorageError naming a bad one."""
     from model import load_checkpoint
 
+    storage.check_input(uri, s3)
+    data = storage.read_bytes(uri, s3)
     try:
-        storage.check_input(cfg.model, s3)
-        ckpt_bytes = storage.read_bytes(cfg.model, s3)
-        try:
-            net, base_cfg, _ = load_checkpoint(io.BytesIO(ckpt_bytes))
-        except Exception as e:
-            raise ValueError(f"{cfg.model} is not a usable checkpoint: {type(e).__name__}: {e}") from e
+        net, fcfg, _ = load_checkpoint(io.BytesIO(data))
+    except Exception as e:
+        raise ValueError(f"{uri} is not a usable checkpoint: {type(e).__name__}: {e}") from e
+    return data, net, fcfg
+
+
+def read_ensemble(cfg: LabelConfig, net, base_cfg: FeatureConfig, s3: S3Options) -> tuple[bytes, ...]:
+    """--ensemble's checkpoints; each must have --model's classes and features (its probabilities are averaged
+    with --model's, window by window)."""
+    out = []
+    for uri in cfg.ensemble:
+        data, other, fcfg = read_checkpoint(uri, s3)
+        if list(other.cfg.classes) != list(net.cfg.classes) or fcfg.to_dict() != base_cfg.to_dict():
+            raise ValueError(f"--ensemble {uri} does not match --model {cfg.model}: classes {list(other.cfg.classes)} "
+                             f"against {list(net.cfg.classes)}, features {fcfg.to_dict()} against {base_cfg.to_dict()}")
+        out.append(data)
+    return tuple(out)
+
+
+def plan(cfg: LabelConfig, s3: S3Options) -> Plan:
+    """Loads the checkpoint(s) and lists the input; raises JobError naming a bad model, input or output."""
+    try:
+        ckpt_bytes, net, base_cfg = read_checkpoint(cfg.model, s3)
+        ensemble = read_ensemble(cfg, net, base_cfg, s3)
         fcfg = dataclasses.replace(base_cfg, window_seconds=cfg.window_seconds or base_cfg.window_seconds,
                                    band_limit_hz=base_cfg.band_limit_hz if cfg.band_limit_hz is None else cfg.band_limit_hz)
         storage.check_output(cfg.output, s3)
@@ -59,7 +80,9 @@ def plan(cfg: LabelConfig, s3: S3Options) -> Plan:
                 "feature_config": fcfg.to_dict(), "hop_seconds": hop, "resolution_seconds": cfg.resolution_seconds,
                 "min_segment_seconds": cfg.min_segment_seconds, "switch_cost": cfg.switch_cost, "silence_db": cfg.silence_db,
                 "silence_min_seconds": cfg.silence_min_seconds, "class_prior": dict(cfg.class_prior)}
-    return Plan(ckpt_bytes, classes, fcfg, hop, uris, settings)
+    if ensemble:   # only then, so that outputs of single models, before and after --ensemble existed, compare equal
+        settings.update(ensemble=list(cfg.ensemble), ensemble_sha256=[hashlib.sha256(b).hexdigest() for b in ensemble])
+    return Plan(ckpt_bytes, ensemble, classes, fcfg, hop, uris, settings)
 
 
 def comparable(key: str, value):
@@ -90,8 +113,8 @@ def files_to_do(cfg: LabelConfig, p: Plan, s3: S3Options) -> list[str]:
             storage.remove(storage.join(out, sub), s3)  # --overwrite, or leftovers of a run that died
     elif storage.exists(cfg_uri, s3):
         old = storage.read_json(cfg_uri, s3)
-        if {k: comparable(k, old.get(k)) for k in p.settings if k != "model"} != \
-                {k: v for k, v in p.settings.items() if k != "model"}:
+        keys = {*p.settings, "ensemble_sha256"} - {"model", "ensemble"}   # locations may move; sha256s must match
+        if {k: comparable(k, old.get(k)) for k in keys} != {k: p.settings.get(k) for k in keys}:
             raise JobError(f"{out} was labeled with another model or settings ({old}); use another --output "
                            "or --overwrite")
         files, _ = read_output(out, s3, p.classes)

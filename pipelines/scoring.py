@@ -105,29 +105,33 @@ def unit_spans(start: float, n_samples: int, n_frames: int, pool_steps: int | No
 
 
 class Scorer:
-    """Ray Data actor: loads the checkpoint once, scores batches of windows."""
+    """Ray Data actor: loads the checkpoint (and --ensemble's) once, scores batches of windows."""
 
     def __init__(self, checkpoint: bytes, resolution_seconds: float, threads: int, device: str = "cpu",
-                 exact_plain: bool = False, class_prior: dict | None = None):
+                 exact_plain: bool = False, class_prior: dict | None = None, ensemble: tuple[bytes, ...] = ()):
         import torch
 
         from model import load_checkpoint
 
         if device == "cpu":
             torch.set_num_threads(max(1, threads))
-        net, self.cfg, _ = load_checkpoint(io.BytesIO(checkpoint))
-        if net.time_stride != STEP:   # the time spans of the local scores assume the seed's three blocks
-            raise ValueError(f"the checkpoint's network pools time by {net.time_stride}; the labeling job's "
-                             f"windows assume {STEP} (pipelines/windows.py STEP)")
-        self.net, self.device, self.classes = net.to(device), device, list(net.cfg.classes)
-        self.fast = None if exact_plain else FastConv3D(net, self.cfg.n_bins, device=device)
+        self.members, self.device = [], device     # (network, its fast forward or None), --model first
+        for data in (checkpoint, *ensemble):
+            net, cfg, _ = load_checkpoint(io.BytesIO(data))
+            if net.time_stride != STEP:   # the time spans of the local scores assume the seed's three blocks
+                raise ValueError(f"the checkpoint's network pools time by {net.time_stride}; the labeling job's "
+                                 f"windows assume {STEP} (pipelines/windows.py STEP)")
+            if self.members and (cfg != self.cfg or list(net.cfg.classes) != self.classes):
+                raise ValueError("the ensemble's checkpoints differ in features or classes")
+            self.cfg, self.classes = cfg, list(net.cfg.classes)
+            self.members.append((net.to(device), None if exact_plain else FastConv3D(net, cfg.n_bins, device=device)))
         self.pool_steps = pool_steps_for(resolution_seconds, self.cfg)
         # --class-prior: each class's probability times its weight, renormalized (log weight added to its logit)
         self.log_prior = torch.log(torch.tensor([float((class_prior or {}).get(k, 1.0)) for k in self.classes]))
 
-    def logits(self, index):
-        """(B, n_local, C) logits of a batch of uint8 indices. On the CPU one window per pass: a pass holds
-        ~100 MB of activations per 30 s window, and the batch of 4 in one pass made this actor the job's
+    def logits(self, index, member: int = 0):
+        """(B, n_local, C) logits of a batch of uint8 indices by one network. On the CPU one window per pass: a
+        pass holds ~100 MB of activations per 30 s window, and the batch of 4 in one pass made this actor the job's
         largest process, growing with the file because a 30 s file's only batch holds 1 window (peak RSS in a
         bare process 1156 against 735 MiB; the actor 861 / 1545 / 1595 MiB for 30 s / 1 h / 4 h, one window
         per pass 832 / 1138 / 1132), at the same CPU time per window (0.77 against 0.79 s, identical logits).
@@ -137,15 +141,26 @@ class Scorer:
 
         from model import expand
 
-        def one_pass(ix):
-            if self.fast is not None:
-                return self.fast.local_logits(ix, self.pool_steps)
-            x = expand(ix.to(self.device), self.cfg.n_bins)
-            return self.net(x)[:, None] if self.pool_steps is None else self.net.local_logits(x, self.pool_steps)
+        net, fast = self.members[member]
 
-        per_pass = 1 if self.device == "cpu" and self.fast is not None else len(index)
+        def one_pass(ix):
+            if fast is not None:
+                return fast.local_logits(ix, self.pool_steps)
+            x = expand(ix.to(self.device), self.cfg.n_bins)
+            return net(x)[:, None] if self.pool_steps is None else net.local_logits(x, self.pool_steps)
+
+        per_pass = 1 if self.device == "cpu" and fast is not None else len(index)
         with torch.inference_mode():
             return torch.cat([one_pass(index[i:i + per_pass]) for i in range(0, len(index), per_pass)])
+
+    def probs(self, index):
+        """(B, n_local, C) probabilities: the members' probabilities averaged, times --class-prior, renormalized."""
+        import torch
+
+        logp = torch.stack([torch.log_softmax(self.logits(index, m).float().cpu(), dim=-1)
+                            for m in range(len(self.members))])                      # (M, B, n_local, C)
+        mean = torch.logsumexp(logp, dim=0) - float(np.log(len(self.members)))         # log of the mean probability
+        return torch.softmax(mean + self.log_prior, dim=-1)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import torch
@@ -159,7 +174,7 @@ class Scorer:
             groups.setdefault((t["n_mels"][i], t["n_frames"][i]), []).append(i)
         for (h, w), idx in groups.items():
             index = torch.from_numpy(np.stack([np.frombuffer(t["index"][i], np.uint8).reshape(h, w) for i in idx]))
-            p = torch.softmax(self.logits(index).float().cpu() + self.log_prior, dim=-1).numpy()   # (B, n_local, C)
+            p = self.probs(index).numpy()                                                  # (B, n_local, C)
             for j, i in enumerate(idx):
                 s, e = unit_spans(t["start"][i], t["n_samples"][i], w, self.pool_steps, self.cfg)
                 starts[i], ends[i], probs[i] = s.tolist(), e.tolist(), p[j, :len(s)].reshape(-1).tolist()

@@ -253,6 +253,26 @@ def test_bad_inputs_exit_2_naming_them(ray_local, trained, tmp_path, capsys):
         assert name in capsys.readouterr().err and not (tmp_path / "o2" / "files.parquet").exists()
 
 
+def test_an_ensemble_of_one_network_twice_labels_as_the_network_and_a_mismatched_one_is_refused(
+        ray_local, trained, trained3, tmp_path, capsys):
+    """--ensemble runs every member over every window and averages: two copies of one network give its own
+    labels and probabilities; a member with other classes is refused before anything is written."""
+    model, _, _ = trained
+    twin = shutil.copy(model, str(tmp_path / "twin.pt"))
+    audio = str(tmp_path / "audio")
+    write(audio, "a.wav", wav_bytes(np.concatenate([make_clip("speech", 5.0, 1), make_clip("music", 6.0, 2)])))
+    tables = []
+    for name, extra in (("one", []), ("two", ["--ensemble", twin])):
+        assert run_job("--input", audio, "--model", model, "--output", str(tmp_path / name), *extra) == 0
+        tables.append(pq.read_table(os.path.join(str(tmp_path / name), "segments.parquet")).to_pylist())
+    assert [(r["start"], r["end"], r["label"]) for r in tables[0]] == [(r["start"], r["end"], r["label"]) for r in tables[1]]
+    assert [r["probability"] for r in tables[0]] == pytest.approx([r["probability"] for r in tables[1]], abs=1e-5)
+    assert storage.read_json(str(tmp_path / "two" / "label_config.json"))["ensemble"] == [twin]
+    capsys.readouterr()
+    assert run_job("--input", audio, "--model", model, "--ensemble", trained3[0], "--output", str(tmp_path / "bad")) == 2
+    assert trained3[0] in capsys.readouterr().err and not (tmp_path / "bad" / "files.parquet").exists()
+
+
 def test_silence_from_the_level_and_a_three_class_model(ray_local, trained, trained3, tmp_path):
     """Digital silence and a -80 dBFS hiss >= 1 s inside a file come out as `silence` with either model; a
     0.4 s pause does not; a silent file is `silence`; the 3-class checkpoint labels noise and loads as it

@@ -76,3 +76,63 @@ def test_the_scorer_weighs_each_class_by_its_prior(setup):
     want = p * [1.0, 3.0]
     assert np.allclose(q, want / want.sum(1, keepdims=True), atol=1e-5)
     assert not np.allclose(p, q)
+
+
+def _window_batch(seed=0):
+    import numpy as np
+    import pyarrow as pa
+
+    from pipelines.scoring import WINDOW_SCHEMA
+
+    index = np.random.default_rng(seed).integers(0, 256, (128, 173), dtype=np.uint8)
+    row = {"uri": "a.wav", "seq": 0, "final": True, "n_rows": 1, "start": 0.0, "n_samples": 4 * 22050,
+           "duration": 4.0, "n_mels": 128, "n_frames": 173, "index": index.tobytes(), "status": "ok", "error": None,
+           "silence_start": [], "silence_end": []}
+    return pa.Table.from_pylist([row], schema=WINDOW_SCHEMA)
+
+
+def _checkpoint(path, seed, classes=("music", "speech"), **features):
+    torch.manual_seed(seed)
+    with open(path, "wb") as f:
+        save_checkpoint(f, Conv3DNet(NetConfig(classes=classes, n_classes=len(classes))),
+                        FeatureConfig(window_seconds=4.0, band_limit_hz=4000.0, **features))
+    return str(path)
+
+
+def test_an_ensemble_averages_its_members_probabilities_then_weighs_by_the_prior(setup, tmp_path):
+    import numpy as np
+
+    from pipelines.scoring import Scorer
+
+    a, b = open(setup[0], "rb").read(), open(_checkpoint(tmp_path / "b.pt", 1), "rb").read()
+    batch = _window_batch()
+    probs = lambda *args, **kw: np.array(Scorer(*args, **kw)(batch).column("probs")[0].as_py()).reshape(-1, 2)
+    pa_, pb = probs(a, 1.0, 1), probs(b, 1.0, 1)
+    assert not np.allclose(pa_, pb, atol=1e-3)                           # two different networks
+    assert np.allclose(probs(a, 1.0, 1, ensemble=(b,)), (pa_ + pb) / 2, atol=1e-6)
+    want = (pa_ + pb) / 2 * [1.0, 3.0]
+    got = probs(a, 1.0, 1, ensemble=(b,), class_prior={"speech": 3.0})
+    assert np.allclose(got, want / want.sum(1, keepdims=True), atol=1e-6)
+
+
+def test_the_plan_takes_an_ensemble_only_of_the_models_classes_and_features_and_resume_keeps_it(setup, tmp_path):
+    model, audio, out = setup
+    other = _checkpoint(tmp_path / "other.pt", 1)
+    cfg = LabelConfig(input=audio, model=model, ensemble=other, output=out)
+    assert cfg.ensemble == (other,)
+    p = plan(cfg, None)
+    assert len(p.ensemble) == 1 and p.settings["ensemble"] == [other] and len(p.settings["ensemble_sha256"]) == 1
+    assert "ensemble" not in plan(dataclasses.replace(cfg, ensemble=()), None).settings
+    for bad in (_checkpoint(tmp_path / "three.pt", 2, ("music", "speech", "noise")),
+                _checkpoint(tmp_path / "mels.pt", 2, n_mels=64), str(tmp_path / "missing.pt")):
+        with pytest.raises(JobError, match=bad.split("/")[-1]):
+            plan(dataclasses.replace(cfg, ensemble=(bad,)), None)
+    with pytest.raises(ValueError, match="ensemble"):
+        LabelConfig(input=audio, model=model, ensemble=f"{other},{model}", output=out)
+    files_to_do(cfg, p, None)                                            # an ensemble's output
+    resume = dataclasses.replace(cfg, resume=True)
+    assert files_to_do(resume, plan(resume, None), None) == p.uris
+    for changed in (dataclasses.replace(resume, ensemble=()),
+                    dataclasses.replace(resume, ensemble=(_checkpoint(tmp_path / "third.pt", 3),))):
+        with pytest.raises(JobError, match="another model or settings"):
+            files_to_do(changed, plan(changed, None), None)
