@@ -36,7 +36,7 @@ def test_robustness_table_is_its_results_file():
     c = r["conditions"].values()
     speed = text[text.index("* **Speed:** the label job ran at"):][:120]
     assert _span([x["realtime"] for x in c], "{:.1f}", "-") + "× realtime" in speed, speed
-    targets = text[text.index("* **Targets:** segment F1"):][:300]
+    targets = text[text.index("* **Targets (the table's run"):][:360]
     for key in ("music", "speech"):
         assert _span([x["ours"][key]["f1"] for x in c]) in targets, (key, targets)
     assert r["commit"] and r["command"].startswith("benchmarks/robustness.py") and r["machine"]["cpus"]
@@ -313,3 +313,23 @@ def test_the_level_steps_run_is_its_results_files():
     assert f"train {s1['train_wall_s']:,.0f} s) labeled worse still: music F1 " \
            f"{_span([v['ours']['music']['f1'] for v in c1])}, speech F1 {_span([v['ours']['speech']['f1'] for v in c1])}" \
            f", clips {_span([v['clip_accuracy'] * 100 for v in c1], '{:.1f}')}%" in b
+
+
+def test_the_rerun_of_the_recipe_and_its_overlapping_windows_are_their_results_files():
+    r, h = results("robustness-repro.json"), results("robustness-repro-hop15.json")
+    assert r["train_args"] == results("robustness-fast-8.json")["train_args"] and not r["dirty"] and not h["dirty"]
+    assert r["label_args"] == ["--class-prior", "noise=0.6"] and h["label_args"] == [*r["label_args"], "--hop-seconds", "15"]
+    assert h["model"] == r["model"]
+    text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
+    b = text[text.index("* **A rerun of the recipe falls below"):][:1500]
+    assert f"featurize {r['featurize_wall_s']:.0f} s beside a test run + train {r['train_wall_s']:,.0f} s, best epoch " \
+           f"{r['train_test_metrics']['best_epoch']})" in b
+    c = r["conditions"]
+    assert "clips " + _span([v["clip_accuracy"] * 100 for v in c.values()], "{:.1f}") + "%" in b
+    for runs, lead in ((c, "labeled clips"), (h["conditions"], "does not steady it:")):
+        m, sp = (_span([v["ours"][k]["f1"] for v in runs.values()]) for k in ("music", "speech"))
+        assert f"music F1 {m}" in b[b.index(lead):] and f"speech F1 {sp}" in b[b.index(lead):], (lead, m, sp)
+    assert sum(v["ours"]["speech"]["f1"] < 0.95 for v in c.values()) == 6
+    assert sorted(n for n, v in c.items() if v["ours"]["music"]["f1"] < 0.95) == ["MP3 ~32 kbit/s", "noise 10 dB"]
+    assert f"music recall {c['noise 10 dB']['ours']['music']['recall']:.3f} under noise" in b
+    assert all("music-20" in " ".join(v["wrong_clips"]) for v in c.values())
