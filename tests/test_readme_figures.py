@@ -333,3 +333,27 @@ def test_the_rerun_of_the_recipe_and_its_overlapping_windows_are_their_results_f
     assert sorted(n for n, v in c.items() if v["ours"]["music"]["f1"] < 0.95) == ["MP3 ~32 kbit/s", "noise 10 dB"]
     assert f"music recall {c['noise 10 dB']['ours']['music']['recall']:.3f} under noise" in b
     assert all("music-20" in " ".join(v["wrong_clips"]) for v in c.values())
+
+
+def test_the_ensemble_is_its_results_file():
+    e, r = results("robustness-ensemble.json"), results("robustness-repro.json")
+    assert e["model"] == r["model"] and e["label_args"] == [*r["label_args"], "--ensemble", "/work/rb10/model.pt"]
+    assert not e["dirty"]
+    text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
+    b = text[text.index("* **Averaging two networks narrows"):][:1500]
+    c, c0 = e["conditions"], r["conditions"]
+    assert "clips " + _span([v["clip_accuracy"] * 100 for v in c.values()], "{:.1f}") + "%" in b
+    assert "alone " + _span([v["clip_accuracy"] * 100 for v in c0.values()], "{:.1f}") + "%" in b
+    for k in ("music", "speech"):
+        assert f"{k} F1 " + _span([v["ours"][k]["f1"] for v in c.values()]) in b, k
+    f1 = lambda runs, name, k: runs[name]["ours"][k]["f1"]
+    assert all(f1(c, n, "speech") > f1(c0, n, "speech") for n in c)
+    assert sum(f1(c, n, "music") > f1(c0, n, "music") for n in c) == 4
+    for name, k in (("telephone", "speech"), ("MP3 ~32 kbit/s", "speech"), ("telephone", "music"), ("as is", "music")):
+        assert f"{f1(c0, name, k):.3f} → {f1(c, name, k):.3f}" in b, (name, k)
+    assert f"({f1(c, 'noise 10 dB', 'music'):.3f} / {f1(c, 'noise 10 dB', 'speech'):.3f})" in b
+    assert _span([v["realtime"] for v in c.values()], "{:.1f}") + "× realtime" in b
+    h0 = results("label-repro.json")["segments_hour"]["default (30 s windows, ~1 s pooling)"]
+    h = results("label-ensemble.json")["segments_hour"]["default (30 s windows, ~1 s pooling)"]
+    assert f"{h0['music']['f1']:.3f} / {h0['speech']['f1']:.3f} → {h['music']['f1']:.3f} / {h['speech']['f1']:.3f}, " \
+           f"at {h['realtime']:.1f}× realtime" in b and f"alone ran {h0['realtime']:.1f}×" in b
