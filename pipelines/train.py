@@ -105,6 +105,9 @@ def add_schedule_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bn-momentum", type=float, default=0.3,
                    help="BatchNorm running-statistics momentum (PyTorch's default 0.1 lags behind the batch "
                         "statistics for the first ~30 steps, so short runs evaluate badly)")
+    p.add_argument("--ema-decay", type=float, default=0.0,
+                   help="keep an exponential moving average of the weights (decay per step, e.g. 0.995: about the "
+                        "last 200 steps) and evaluate, keep and write it instead of the raw weights; 0: off")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -46,6 +46,7 @@ class TrainConfig:
     freq_masks: int = 2
     freq_mask_mels: int = 12
     bn_momentum: float = 0.3
+    ema_decay: float = 0.0
     val_fraction: float = 0.15
     test_fraction: float = 0.25
     folds: int = 0
@@ -80,6 +81,8 @@ class TrainConfig:
         if self.crop_seconds <= 0 or self.epochs < 1:
             raise ValueError(f"crop_seconds (--crop-seconds) must be > 0 and epochs (--epochs) >= 1, got "
                              f"{self.crop_seconds} and {self.epochs}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay (--ema-decay) must be 0 (off) or in (0, 1), got {self.ema_decay}")
         if self.memory_budget_mb <= 0:
             raise ValueError(f"memory_budget_mb (--memory-budget-mb) must be > 0, got {self.memory_budget_mb}")
         for name, known in (("class_weighting", WEIGHTINGS), ("group_by", ("file", "source")),

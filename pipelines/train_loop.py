@@ -22,6 +22,7 @@ from model.checkpoint import checkpoint_dict, read_checkpoint
 from model.crops import window_logits
 from pipelines import console, train_data, train_stream
 from pipelines.train_config import TrainConfig
+from pipelines.train_ema import WeightEMA
 from pipelines.train_results import test_report, write_results
 
 
@@ -55,21 +56,23 @@ class EarlyStopping:
 # checkpoints: plain data (model/checkpoint.py), written by rank 0 at every epoch's report
 
 def save_checkpoint(tmpdir: str, net, fcfg: FeatureConfig, opt, state: dict, stopper: EarlyStopping,
-                    cfg: TrainConfig):
+                    cfg: TrainConfig, ema: WeightEMA | None = None):
     import ray.train
 
+    extra = {} if ema is None else {"ema": {k: t.detach().cpu().contiguous() for k, t in ema.net.state_dict().items()}}
     with open(os.path.join(tmpdir, "model.pt"), "wb") as f:
         torch.save(checkpoint_dict(net, fcfg, optimizer=opt.state_dict(), state=json.dumps(state),
-                                   best_model=stopper.best_model, train_config=json.dumps(cfg.to_dict())), f)
+                                   best_model=stopper.best_model, train_config=json.dumps(cfg.to_dict()), **extra), f)
     return ray.train.Checkpoint.from_directory(tmpdir)
 
 
-def restore(ckpt, net, cfg: TrainConfig) -> tuple[dict, dict | None, EarlyStopping]:
-    """-> (state {epoch, history, starts, ...}, optimizer state, early stopping) of the Ray Train
-    checkpoint (a replaced worker group or --resume), or of a fresh run when ckpt is None; loads net."""
+def restore(ckpt, net, cfg: TrainConfig) -> tuple[dict, dict | None, EarlyStopping, dict | None]:
+    """-> (state {epoch, history, starts, ema_updates, ...}, optimizer state, early stopping, the weight
+    average's state) of the Ray Train checkpoint (a replaced worker group or --resume), or of a fresh run
+    when ckpt is None; loads net."""
     stopper = EarlyStopping(cfg.patience, cfg.min_epochs)
     if ckpt is None:
-        return {"epoch": -1, "history": [], **stopper.state(), "starts": []}, None, stopper
+        return {"epoch": -1, "history": [], **stopper.state(), "starts": [], "ema_updates": 0}, None, stopper, None
     with ckpt.as_directory() as d:
         with open(os.path.join(d, "model.pt"), "rb") as f:
             saved = read_checkpoint(f)
@@ -77,7 +80,7 @@ def restore(ckpt, net, cfg: TrainConfig) -> tuple[dict, dict | None, EarlyStoppi
     state = json.loads(saved["state"])
     stopper = EarlyStopping(cfg.patience, cfg.min_epochs, best_model=saved["best_model"],
                             **{k: state[k] for k in stopper.state()})
-    return state, saved["optimizer"], stopper
+    return state, saved["optimizer"], stopper, saved.get("ema")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -101,9 +104,11 @@ def _sync_buffers(net, world: int) -> None:
             dist.broadcast(b, 0)
 
 
-def train_epoch(model, opt, loss_fn, batches, cfg: TrainConfig, n_bins: int, epoch: int, device, world: int) -> dict:
+def train_epoch(model, opt, loss_fn, batches, cfg: TrainConfig, n_bins: int, epoch: int, device, world: int,
+                ema: WeightEMA | None = None) -> dict:
     """steps_per_epoch steps over `batches` (the ingest's local batches of uint8 crops and labels; every
-    rank gets exactly steps_per_epoch); -> the epoch's loss, accuracy and throughput over all ranks."""
+    rank gets exactly steps_per_epoch), each followed by ema.update() when there is a weight average;
+    -> the epoch's loss, accuracy and throughput over all ranks."""
     model.train()
     cuda = device.type == "cuda"
     t0 = time.time()
@@ -120,6 +125,8 @@ def train_epoch(model, opt, loss_fn, batches, cfg: TrainConfig, n_bins: int, epo
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema is not None:
+            ema.update()
         tot_loss += float(loss.detach()) * len(y)
         tot_ok += int((logits.argmax(1) == y).sum())
         tot_n += len(y)
@@ -171,8 +178,9 @@ def _peak_memory_mb(device) -> float:
 # Ray Train's per-worker function
 
 def prepare(cfg: TrainConfig, ckpt, device, world: int) -> tuple:
-    """-> (net, model: what trains it, DDP-wrapped when world > 1, optimizer, state, early stopping),
-    continued from the Ray Train checkpoint when there is one (a replaced worker group or --resume)."""
+    """-> (net, model: what trains it, DDP-wrapped when world > 1, optimizer, state, early stopping, the
+    weight average or None without --ema-decay), continued from the Ray Train checkpoint when there is one
+    (a replaced worker group or --resume)."""
     import ray.train.torch
 
     torch.manual_seed(cfg.seed)
@@ -180,7 +188,7 @@ def prepare(cfg: TrainConfig, ckpt, device, world: int) -> tuple:
     for m in net.modules():  # running statistics that keep up with few, small steps (see --bn-momentum)
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.momentum = cfg.bn_momentum
-    state, opt_state, stopper = restore(ckpt, net, cfg)
+    state, opt_state, stopper, ema_state = restore(ckpt, net, cfg)
     state["starts"].append(state["epoch"] + 1)
     # channels-last on the CPU too: oneDNN's 3-D convolutions took a training step of 8 crops from 2.48 to
     # 1.86 s on one thread here (the same numbers within float rounding)
@@ -190,7 +198,8 @@ def prepare(cfg: TrainConfig, ckpt, device, world: int) -> tuple:
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
-    return net, model, opt, state, stopper
+    ema = WeightEMA(net, cfg.ema_decay, ema_state, state.get("ema_updates", 0)) if cfg.ema_decay else None
+    return net, model, opt, state, stopper, ema
 
 
 def train_loop(config: dict) -> dict | None:
@@ -211,7 +220,8 @@ def train_loop(config: dict) -> dict | None:
     ingest = (train_stream.StreamIngest if cfg.ingest_path == "stream" else train_data.MemoryIngest)(cfg, fcfg, rank, world)
     load_s = time.time() - t_start   # the in-memory path's one read; the stream path reads every epoch
 
-    net, model, opt, state, stopper = prepare(cfg, ray.train.get_checkpoint(), device, world)
+    net, model, opt, state, stopper, ema = prepare(cfg, ray.train.get_checkpoint(), device, world)
+    judged = net if ema is None else ema.net   # the weights evaluated, kept as the best and written to model.pt
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(cfg.class_weights, dtype=torch.float32, device=device),
                                         label_smoothing=cfg.label_smoothing)
     rng = np.random.default_rng([cfg.seed, rank, state["starts"][-1]])
@@ -219,16 +229,17 @@ def train_loop(config: dict) -> dict | None:
         if stopper.stopped:
             break
         t0 = time.time()
-        tr = train_epoch(model, opt, loss_fn, ingest.batches(rng), cfg, fcfg.n_bins, epoch, device, world)
-        _sync_buffers(net, world)  # BatchNorm statistics: rank 0's everywhere (DDP re-broadcasts only at forward)
-        net.eval()
-        v = evaluate(net, ingest.windows("val"), cfg, fcfg.n_bins, device, world)
+        tr = train_epoch(model, opt, loss_fn, ingest.batches(rng), cfg, fcfg.n_bins, epoch, device, world, ema)
+        for m in {id(net): net, id(judged): judged}.values():
+            _sync_buffers(m, world)  # BatchNorm statistics: rank 0's everywhere (DDP re-broadcasts only at forward)
+        judged.eval()
+        v = evaluate(judged, ingest.windows("val"), cfg, fcfg.n_bins, device, world)
         rec = {"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": v["loss"],
                "val_acc": v["acc"], "lr": cfg.lr_at(epoch + 1), "train_seconds": tr["seconds"],
                "train_samples_per_s": tr["samples_per_s"], "epoch_seconds": time.time() - t0}
         state["history"].append(rec)
-        stopper.update(epoch, v["loss"], net)
-        state.update(stopper.state(), epoch=epoch)
+        stopper.update(epoch, v["loss"], judged)
+        state.update(stopper.state(), epoch=epoch, ema_updates=ema.updates if ema else 0)
         if rank == 0:
             left = (time.time() - t_start - load_s) / (epoch + 1 - state["starts"][-1]) * (cfg.epochs - epoch - 1)
             print(f"train: epoch {epoch} of 0-{cfg.epochs - 1} (ETA {console.clock(left)} at most): train loss "
@@ -237,7 +248,7 @@ def train_loop(config: dict) -> dict | None:
                   f"{rec['epoch_seconds']:.0f} s{' (best)' if stopper.best_epoch == epoch else ''}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             ray.train.report({k: rec[k] for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")},
-                             checkpoint=save_checkpoint(tmp, net, fcfg, opt, state, stopper, cfg) if rank == 0 else None,
+                             checkpoint=save_checkpoint(tmp, net, fcfg, opt, state, stopper, cfg, ema) if rank == 0 else None,
                              checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
 
     out = finish(net, ingest.windows("test"), state, stopper, cfg, fcfg, config, device, rank, world, load_s)

@@ -112,7 +112,8 @@ def test_killed_worker_is_replaced_and_resumes(features, tmp_path):
     def run():
         try:
             result["rc"] = job.main(["--features", features, "--output", out, "--name", "kill", "--epochs",
-                                     str(epochs), "--crops-per-window", "2", "--max-failures", "1", *FAST])
+                                     str(epochs), "--crops-per-window", "2", "--max-failures", "1", "--ema-decay", "0.9",
+                                     *FAST])
         except BaseException as e:  # noqa: BLE001 - reported by the assertion below
             result["error"] = e
 
@@ -140,6 +141,15 @@ def test_killed_worker_is_replaced_and_resumes(features, tmp_path):
     assert m["resumed_from_epoch"] == m["starts"][1]
     assert [h["epoch"] for h in m["history"]] == list(range(epochs))   # every epoch once, none repeated
     assert m["epochs_run"] == epochs and m["test"]["n"] == 16
+    # the weight average went on from the checkpoint: one update per step of every epoch, none repeated, and
+    # model.pt holds the best epoch's average
+    last = read_checkpoint(open(os.path.join(out, "kill", f"checkpoint_epoch_{epochs - 1:04d}", "model.pt"), "rb"))
+    steps = m["train_config"]["steps_per_epoch"]
+    assert json.loads(last["state"])["ema_updates"] == epochs * steps and set(last["ema"]) == set(last["model"])
+    final = read_checkpoint(open(os.path.join(out, "kill", "model.pt"), "rb"))["model"]
+    assert all(torch.equal(final[k], last["best_model"][k]) for k in final)
+    if m["best_epoch"] == epochs - 1:
+        assert all(torch.equal(final[k], last["ema"][k]) for k in final)
 
 
 def test_checkpoints_on_s3_and_resume(features, bucket, s3_server):

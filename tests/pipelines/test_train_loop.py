@@ -13,6 +13,7 @@ import torch
 from model import FeatureConfig
 from pipelines import train as job
 from pipelines.train_config import TrainConfig, class_weights, resolve
+from pipelines.train_ema import WeightEMA
 from pipelines.train_loop import EarlyStopping, prepare, restore, save_checkpoint
 
 FILES = {f"/d/{s}/{c}/{c}{k}.wav": (c, s) for c in ("music", "speech") for k in range(10)
@@ -106,8 +107,8 @@ def test_learning_rate_warms_up_then_decays_to_one_percent():
 def test_checkpoint_restores_weights_optimizer_and_progress(tmp_path):
     fcfg = FeatureConfig(window_seconds=4.0)
     cfg = resolve(_cli("--patience", "3"), fcfg, ROLES, FILES, {u: 2 for u in FILES}, 2.0)
-    net, _, opt, state, stop = prepare(cfg, None, torch.device("cpu"), 1)
-    assert state["starts"] == [0] and state["epoch"] == -1
+    net, _, opt, state, stop, ema = prepare(cfg, None, torch.device("cpu"), 1)
+    assert state["starts"] == [0] and state["epoch"] == -1 and ema is None
     net(torch.rand(2, 4, 10, fcfg.n_mels, 64)).sum().backward()
     opt.step()
     stop.update(0, 0.7, net)
@@ -115,12 +116,55 @@ def test_checkpoint_restores_weights_optimizer_and_progress(tmp_path):
     ckpt = save_checkpoint(str(tmp_path), net, fcfg, opt, state, stop, cfg)
     assert os.listdir(tmp_path) == ["model.pt"]
 
-    net2, _, opt2, state2, stop2 = prepare(cfg, ckpt, torch.device("cpu"), 1)   # a replaced worker
+    net2, _, opt2, state2, stop2, _ = prepare(cfg, ckpt, torch.device("cpu"), 1)   # a replaced worker
     assert state2["starts"] == [0, 1] and state2["epoch"] == 0 and state2["history"] == state["history"]
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), net2.state_dict().values()))
     assert stop2.state() == stop.state() and stop2.patience == 3
     assert all(torch.equal(stop.best_model[k], stop2.best_model[k]) for k in stop.best_model)
     assert opt2.state_dict()["state"][0]["step"] == 1
+
+
+def test_weight_average_follows_the_weights_and_warms_up():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    with torch.no_grad():
+        net[0].weight.fill_(0.0)
+    ema = WeightEMA(net, 0.9)
+    assert not ema.net.training and not any(p.requires_grad for p in ema.net.parameters())
+    rates, want = [], 0.0
+    for step in range(100):
+        with torch.no_grad():
+            net[0].weight.fill_(float(step % 7))
+        net(torch.rand(4, 2))                          # BatchNorm statistics move too
+        rates.append(ema.rate())
+        ema.update()
+        want += rates[-1] * (step % 7 - want)          # the recurrence, by hand
+        assert torch.allclose(ema.net[0].weight, torch.full((2, 2), want), atol=1e-5)
+    assert rates[0] == pytest.approx(0.9) and rates[5] == pytest.approx(1 - 6 / 15) and rates[-1] == pytest.approx(0.1)
+    assert ema.net[1].num_batches_tracked == net[1].num_batches_tracked == 100
+    assert not torch.equal(ema.net[1].running_mean, torch.zeros(2))
+    assert net[0].weight.eq(1).all()                   # the source is never touched
+    with pytest.raises(ValueError, match="decay"):
+        WeightEMA(net, 1.0)
+    with pytest.raises(ValueError, match="--ema-decay"):
+        TrainConfig(ema_decay=1.5)
+
+
+def test_checkpoint_restores_the_weight_average(tmp_path):
+    fcfg = FeatureConfig(window_seconds=4.0)
+    cfg = resolve(_cli("--ema-decay", "0.99"), fcfg, ROLES, FILES, {u: 2 for u in FILES}, 2.0)
+    net, _, opt, state, stop, ema = prepare(cfg, None, torch.device("cpu"), 1)
+    for _ in range(3):
+        net(torch.rand(2, 4, 10, fcfg.n_mels, 64)).sum().backward()
+        opt.step()
+        ema.update()
+    assert not all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), ema.net.state_dict().values()))
+    stop.update(0, 0.7, ema.net)
+    state.update(stop.state(), epoch=0, ema_updates=ema.updates)
+    ckpt = save_checkpoint(str(tmp_path), net, fcfg, opt, state, stop, cfg, ema)
+    net2, _, _, state2, _, ema2 = prepare(cfg, ckpt, torch.device("cpu"), 1)
+    assert ema2.updates == 3 and ema2.rate() == ema.rate() and ema2.source is net2
+    assert all(torch.equal(a, b) for a, b in zip(ema.net.state_dict().values(), ema2.net.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), net2.state_dict().values()))
 
 
 def test_ingest_auto_keeps_small_sets_in_memory_and_streams_past_the_budget():
