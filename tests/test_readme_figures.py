@@ -357,3 +357,35 @@ def test_the_ensemble_is_its_results_file():
     h = results("label-ensemble.json")["segments_hour"]["default (30 s windows, ~1 s pooling)"]
     assert f"{h0['music']['f1']:.3f} / {h0['speech']['f1']:.3f} → {h['music']['f1']:.3f} / {h['speech']['f1']:.3f}, " \
            f"at {h['realtime']:.1f}× realtime" in b and f"alone ran {h0['realtime']:.1f}×" in b
+
+
+def test_the_weight_average_is_its_results_files():
+    e, r, en = results("robustness-ema.json"), results("robustness-repro.json"), results("robustness-ensemble.json")
+    assert e["train_args"] == [*r["train_args"], "--ema-decay", "0.995"] and e["label_args"] == r["label_args"]
+    assert not e["dirty"]
+    text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
+    b = text[text.index("* **Averaging the weights of the last steps"):][:1800]
+    c, c0 = e["conditions"], r["conditions"]
+    assert f"train {e['train_wall_s']:,.0f} s on a quiet machine, best epoch {e['train_test_metrics']['best_epoch']})" in b
+    assert "clips " + _span([v["clip_accuracy"] * 100 for v in c.values()], "{:.1f}") + "%" in b
+    for k in ("music", "speech"):
+        assert f"{k} F1 " + _span([v["ours"][k]["f1"] for v in c.values()]) in b, k
+    f1 = lambda runs, name, k: round(runs[name]["ours"][k]["f1"], 3)   # as the README prints them
+    assert all(f1(c, n, "speech") > f1(c0, n, "speech") for n in c)
+    assert sum(f1(c, n, "music") > f1(c0, n, "music") for n in c) == 6
+    assert f"{f1(c0, 'Ogg Vorbis ~30 kbit/s', 'music'):.3f}" == f"{f1(c, 'Ogg Vorbis ~30 kbit/s', 'music'):.3f}"
+    for name, k in (("as is", "speech"), ("telephone", "speech"), ("noise 10 dB", "speech"), ("noise 10 dB", "music"),
+                    ("as is", "music")):
+        assert f"{f1(c0, name, k):.3f} → {f1(c, name, k):.3f}" in b, (name, k)
+    ahead = {k: sum(f1(c, n, k) > f1(en["conditions"], n, k) for n in c) for k in ("music", "speech")}
+    assert ahead == {"music": 6, "speech": 5} and "six conditions of seven for music and five for speech" in b
+    hist = e["train_test_metrics"]["history"]
+    assert all(a["val_loss"] > b_["val_loss"] for a, b_ in zip(hist[:-2], hist[1:-1])) and hist[-1]["val_loss"] > hist[-2]["val_loss"]
+    assert f"({hist[0]['val_loss']:.3f} → {min(h['val_loss'] for h in hist):.3f})" in b
+    assert f"{min(h['epoch_seconds'] for h in hist):.0f}-{max(h['epoch_seconds'] for h in hist):.0f} s" in b
+    h = results("label-ema.json")["segments_hour"]["default (30 s windows, ~1 s pooling)"]
+    assert f"F1 music / speech {h['music']['f1']:.3f} / {h['speech']['f1']:.3f}" in b
+    assert f"at {h['realtime']:.1f}× realtime beside a training run" in b
+    assert all(f1(c, n, "music") >= 0.95 for n in c)
+    assert sorted(n for n in c if f1(c, n, "speech") < 0.95) == ["noise 10 dB", "telephone"]
+    assert all("music-20" in " ".join(v["wrong_clips"]) and "speech-23" in " ".join(v["wrong_clips"]) for v in c.values())
