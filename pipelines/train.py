@@ -225,7 +225,21 @@ def run_name(cfg: TrainConfig, s3: S3Options) -> tuple[str, str]:
         raise JobError(f"--resume {name}: {run_root} does not exist")
     if not cfg.resume and storage.exists(run_root, s3):
         raise JobError(f"{run_root} already exists: pass --resume {name} to continue it or choose another --name")
+    if cfg.resume:
+        check_resume(cfg, run_root, s3)
     return name, run_root
+
+
+def check_resume(cfg: TrainConfig, run_root: str, s3: S3Options) -> None:
+    """--resume goes on with the run's own --ema-decay: the best epoch kept so far (and the average itself)
+    would otherwise be of other weights than the rest of the run's."""
+    for uri in (storage.join(run_root, "train_config.json"), storage.join(run_root, "fold-0", "train_config.json")):
+        if storage.exists(uri, s3):
+            was = storage.read_json(uri, s3).get("ema_decay", 0.0)
+            if was != cfg.ema_decay:
+                raise JobError(f"--resume {cfg.resume}: {uri} was trained with --ema-decay {was}, not "
+                               f"{cfg.ema_decay}: pass --ema-decay {was}")
+            return
 
 
 def result_of(cfg: TrainConfig, name: str, run_root: str, results: list[dict], wall: float,
