@@ -4,7 +4,10 @@ and writes to model.pt when it is on.
 One recipe run trains 8 epochs of 140 steps on 2 cores; its validation loss jumped between epochs (0.40,
 0.51, 0.41, 0.28 ...) and two runs of the same command differed by several F1 points on the robustness
 benchmark (benchmarks/results/robustness-repro.json). The average of the last few hundred steps' weights is
-a cheap stand-in for averaging several networks (label --ensemble), at no labeling cost.
+a cheap stand-in for averaging several networks (label --ensemble), at no labeling cost. Measured: the recipe
+with --ema-decay 0.995 (robustness-ema.json) against the rerun without it, on the same features and timelines:
+speech F1 higher under all seven conditions, music F1 under six; its validation loss fell at every epoch but the
+last. The update costs 0.4 ms a step on one thread (346,915 weights).
 """
 
 from __future__ import annotations
