@@ -389,3 +389,32 @@ def test_the_weight_average_is_its_results_files():
     assert all(f1(c, n, "music") >= 0.95 for n in c)
     assert sorted(n for n in c if f1(c, n, "speech") < 0.95) == ["noise 10 dB", "telephone"]
     assert all("music-20" in " ".join(v["wrong_clips"]) and "speech-23" in " ".join(v["wrong_clips"]) for v in c.values())
+
+
+def test_the_second_weight_average_run_is_its_results_file():
+    a, s, r = results("robustness-ema.json"), results("robustness-ema-seed1.json"), results("robustness-repro.json")
+    assert s["train_args"] == [*a["train_args"], "--seed", "1"] and s["label_args"] == a["label_args"]
+    assert not s["dirty"]
+    text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
+    b = text[text.index("A second run with `--seed 1`"):][:1100]
+    c, c0 = s["conditions"], r["conditions"]
+    assert f"train {s['train_wall_s']:,.0f} s, its first two epochs beside other work, best epoch " \
+           f"{s['train_test_metrics']['best_epoch']})" in b
+    assert "clips " + _span([v["clip_accuracy"] * 100 for v in c.values()], "{:.1f}") + "%" in b
+    assert sorted(n for n, v in c.items() if v["clip_accuracy"] == 1) == ["16 kHz", "MP3 ~32 kbit/s", "as is"]
+    assert not any("speech-23" in " ".join(v["wrong_clips"]) for v in c.values())
+    f1 = lambda runs, name, k: round(runs[name]["ours"][k]["f1"], 3)
+    for k in ("music", "speech"):
+        assert f"{k} F1 " + _span([v["ours"][k]["f1"] for v in c.values()]) in b, k
+        assert sum(f1(c, n, k) > f1(c0, n, k) for n in c) == 6, k
+    assert f"{f1(c0, 'Ogg Vorbis ~30 kbit/s', 'speech'):.3f} → {f1(c, 'Ogg Vorbis ~30 kbit/s', 'speech'):.3f}" in b
+    both = (a["conditions"], c)
+    assert all(f1(x, n, "music") >= 0.95 for x in both for n in x)
+    assert all(sum(f1(x, n, "speech") >= 0.95 for n in x) == 5 for x in both)
+    for name, k, words in (("telephone", "speech", "telephone band (speech "), ("noise 10 dB", "speech", "noise (speech "),
+                           ("noise 10 dB", "music", "music ")):
+        assert words + "-".join(f"{v:.3f}" for v in sorted(f1(x, name, k) for x in both)) in b, (name, k)
+    ina = a["conditions"]["noise 10 dB"]["ina"]
+    assert f"under ina's {ina['music']['f1']:.3f} / {ina['speech']['f1']:.3f})" in b
+    bad = [x[n]["clip_accuracy"] * 100 for x in both for n in ("telephone", "noise 10 dB")]
+    assert f"their clips ({_span(bad, '{:.1f}')}%)" in b
