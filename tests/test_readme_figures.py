@@ -418,3 +418,21 @@ def test_the_second_weight_average_run_is_its_results_file():
     assert f"under ina's {ina['music']['f1']:.3f} / {ina['speech']['f1']:.3f})" in b
     bad = [x[n]["clip_accuracy"] * 100 for x in both for n in ("telephone", "noise 10 dB")]
     assert f"their clips ({_span(bad, '{:.1f}')}%)" in b
+
+
+def test_the_two_weight_average_runs_averaged_are_their_results_file():
+    e = results("robustness-ema-ensemble.json")
+    assert e["model"] == "/work/rb12/model.pt" and not e["dirty"]
+    assert e["label_args"] == ["--class-prior", "noise=0.6", "--ensemble", "/work/rb13/model.pt"]
+    text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
+    b = text[text.index("The two runs averaged (`--label-args="):][:700]
+    c = e["conditions"]
+    assert "clips " + _span([v["clip_accuracy"] * 100 for v in c.values()], "{:.1f}") + "%" in b
+    assert sorted(n for n, v in c.items() if v["clip_accuracy"] < 0.984) == ["noise 10 dB"]
+    assert f"noise {c['noise 10 dB']['clip_accuracy'] * 100:.1f}%" in b
+    for k in ("music", "speech"):
+        assert f"{k} F1 " + _span([v["ours"][k]["f1"] for v in c.values()]) in b, k
+    assert sorted(n for n, v in c.items() if v["ours"]["speech"]["f1"] < 0.95) == ["noise 10 dB", "telephone"]
+    assert f"the telephone band {c['telephone']['ours']['speech']['f1']:.3f} and noise " \
+           f"{c['noise 10 dB']['ours']['speech']['f1']:.3f}" in b
+    assert _span([v["realtime"] for v in c.values()], "{:.1f}") + "× realtime" in b
