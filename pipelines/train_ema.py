@@ -40,7 +40,7 @@ class WeightEMA:
         a = self.rate()
         mine, theirs = self.net.state_dict(), self.source.state_dict()
         floats = [k for k, t in mine.items() if t.is_floating_point()]
-        torch._foreach_lerp_([mine[k] for k in floats], [theirs[k].detach() for k in floats], a)
+        torch._foreach_lerp_([mine[k] for k in floats], [theirs[k] for k in floats], a)
         for k, t in mine.items():
             if not t.is_floating_point():
                 t.copy_(theirs[k])

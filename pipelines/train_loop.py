@@ -230,8 +230,9 @@ def train_loop(config: dict) -> dict | None:
             break
         t0 = time.time()
         tr = train_epoch(model, opt, loss_fn, ingest.batches(rng), cfg, fcfg.n_bins, epoch, device, world, ema)
-        for m in {id(net): net, id(judged): judged}.values():
-            _sync_buffers(m, world)  # BatchNorm statistics: rank 0's everywhere (DDP re-broadcasts only at forward)
+        _sync_buffers(net, world)  # BatchNorm statistics: rank 0's everywhere (DDP re-broadcasts only at forward)
+        if ema is not None:
+            _sync_buffers(ema.net, world)
         judged.eval()
         v = evaluate(judged, ingest.windows("val"), cfg, fcfg.n_bins, device, world)
         rec = {"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": v["loss"],

@@ -24,6 +24,19 @@ def _span(values, fmt: str = "{:.3f}", sep: str = "-") -> str:
     return fmt.format(min(values)) + sep + fmt.format(max(values))
 
 
+def readme_from(start: str, n: int) -> str:
+    """n characters of the README (whitespace collapsed) from `start`."""
+    text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
+    return text[text.index(start):][:n]
+
+
+def assert_spans(b: str, c: dict) -> None:
+    """The clip-accuracy and per-class F1 spans of the conditions `c` are quoted in `b`."""
+    assert "clips " + _span([v["clip_accuracy"] * 100 for v in c.values()], "{:.1f}") + "%" in b
+    for k in ("music", "speech"):
+        assert f"{k} F1 " + _span([v["ours"][k]["f1"] for v in c.values()]) in b, k
+
+
 def test_robustness_table_is_its_results_file():
     r = results("robustness-fast-8.json")
     assert r["label_args"] == ["--class-prior", "noise=0.6"] and not r["dirty"]
@@ -363,13 +376,10 @@ def test_the_weight_average_is_its_results_files():
     e, r, en = results("robustness-ema.json"), results("robustness-repro.json"), results("robustness-ensemble.json")
     assert e["train_args"] == [*r["train_args"], "--ema-decay", "0.995"] and e["label_args"] == r["label_args"]
     assert not e["dirty"]
-    text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
-    b = text[text.index("* **Averaging the weights of the last steps"):][:1800]
+    b = readme_from("* **Averaging the weights of the last steps", 1800)
     c, c0 = e["conditions"], r["conditions"]
     assert f"train {e['train_wall_s']:,.0f} s on a quiet machine, best epoch {e['train_test_metrics']['best_epoch']})" in b
-    assert "clips " + _span([v["clip_accuracy"] * 100 for v in c.values()], "{:.1f}") + "%" in b
-    for k in ("music", "speech"):
-        assert f"{k} F1 " + _span([v["ours"][k]["f1"] for v in c.values()]) in b, k
+    assert_spans(b, c)
     f1 = lambda runs, name, k: round(runs[name]["ours"][k]["f1"], 3)   # as the README prints them
     assert all(f1(c, n, "speech") > f1(c0, n, "speech") for n in c)
     assert sum(f1(c, n, "music") > f1(c0, n, "music") for n in c) == 6
@@ -395,17 +405,15 @@ def test_the_second_weight_average_run_is_its_results_file():
     a, s, r = results("robustness-ema.json"), results("robustness-ema-seed1.json"), results("robustness-repro.json")
     assert s["train_args"] == [*a["train_args"], "--seed", "1"] and s["label_args"] == a["label_args"]
     assert not s["dirty"]
-    text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
-    b = text[text.index("A second run with `--seed 1`"):][:1100]
+    b = readme_from("A second run with `--seed 1`", 1100)
     c, c0 = s["conditions"], r["conditions"]
     assert f"train {s['train_wall_s']:,.0f} s, its first two epochs beside other work, best epoch " \
            f"{s['train_test_metrics']['best_epoch']})" in b
-    assert "clips " + _span([v["clip_accuracy"] * 100 for v in c.values()], "{:.1f}") + "%" in b
+    assert_spans(b, c)
     assert sorted(n for n, v in c.items() if v["clip_accuracy"] == 1) == ["16 kHz", "MP3 ~32 kbit/s", "as is"]
     assert not any("speech-23" in " ".join(v["wrong_clips"]) for v in c.values())
     f1 = lambda runs, name, k: round(runs[name]["ours"][k]["f1"], 3)
     for k in ("music", "speech"):
-        assert f"{k} F1 " + _span([v["ours"][k]["f1"] for v in c.values()]) in b, k
         assert sum(f1(c, n, k) > f1(c0, n, k) for n in c) == 6, k
     assert f"{f1(c0, 'Ogg Vorbis ~30 kbit/s', 'speech'):.3f} → {f1(c, 'Ogg Vorbis ~30 kbit/s', 'speech'):.3f}" in b
     both = (a["conditions"], c)
@@ -424,14 +432,11 @@ def test_the_two_weight_average_runs_averaged_are_their_results_file():
     e = results("robustness-ema-ensemble.json")
     assert e["model"] == "/work/rb12/model.pt" and not e["dirty"]
     assert e["label_args"] == ["--class-prior", "noise=0.6", "--ensemble", "/work/rb13/model.pt"]
-    text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
-    b = text[text.index("The two runs averaged (`--label-args="):][:700]
+    b = readme_from("The two runs averaged (`--label-args=", 700)
     c = e["conditions"]
-    assert "clips " + _span([v["clip_accuracy"] * 100 for v in c.values()], "{:.1f}") + "%" in b
+    assert_spans(b, c)
     assert sorted(n for n, v in c.items() if v["clip_accuracy"] < 0.984) == ["noise 10 dB"]
     assert f"noise {c['noise 10 dB']['clip_accuracy'] * 100:.1f}%" in b
-    for k in ("music", "speech"):
-        assert f"{k} F1 " + _span([v["ours"][k]["f1"] for v in c.values()]) in b, k
     assert sorted(n for n, v in c.items() if v["ours"]["speech"]["f1"] < 0.95) == ["noise 10 dB", "telephone"]
     assert f"the telephone band {c['telephone']['ours']['speech']['f1']:.3f} and noise " \
            f"{c['noise 10 dB']['ours']['speech']['f1']:.3f}" in b
