@@ -2,16 +2,26 @@
 3-30 s pieces of its own held-out corpus music/speech clips, sources it never trained on (GTZAN, one source, is left
 out: the conditions measure it), end to end as an archive holds them, with the label job and --label-args; segment
 P/R/F1 on a 10 ms grid per fold and over all folds. The timelines are written once under WORK/lso-timelines (the
-same for every labeling setting), the labels under WORK/labels-NAME/lso-fold-K."""
+same for every labeling setting), the labels under WORK/labels-NAME/lso-fold-K.
+
+On its own, a labeling setting measured on the folds a robustness run trained (no training, no conditions):
+
+    .venv/bin/python benchmarks/lso_timelines.py --work /tmp/rb --label-args "--class-prior noise=0.6" --name N
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 
 import numpy as np
 
-from benchmarks.common import combined, grid_eval, random_timeline, run_job
-from pipelines import storage
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import combined, grid_eval, random_timeline, run_job, write_results  # noqa: E402
+from pipelines import storage  # noqa: E402
 
 SR = 22050
 
@@ -56,3 +66,29 @@ def lso_timelines(a, n: int = 2, minutes: float = 5.0) -> dict:
         off += tr[-1][1] + 1.0
         print(f"leave-source-out timelines, fold {k}: {per_fold[-1]}", flush=True)
     return {"per_fold": per_fold, "all": grid_eval(P, T), "timelines_per_fold": n, "minutes": minutes}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Each leave-source-out fold's network labels timelines of its held-out "
+                                            "sources (the folds of a benchmarks/robustness.py run); writes "
+                                            "benchmarks/results/NAME.json")
+    p.add_argument("--work", required=True, help="the robustness run's --work (WORK/runs/lso holds its folds)")
+    p.add_argument("--lso-folds", type=int, default=3, help="folds of that run")
+    p.add_argument("--label-args", default="", help="pipelines/label.py flags (quoted)")
+    p.add_argument("--name", required=True, help="results file (and WORK/labels-NAME)")
+    a = p.parse_args(argv)
+    a.work = os.path.abspath(a.work)
+    if not os.path.exists(os.path.join(a.work, "runs", "lso", "cv.json")):
+        p.error(f"--work {a.work}: no finished leave-source-out run (runs/lso/cv.json); run benchmarks/robustness.py "
+                "--lso-folds K first")
+    lt = lso_timelines(a)
+    path = write_results(a.name, {"leave_source_out_timelines": lt, "label_args": a.label_args.split(),
+                                  "models": [os.path.join(a.work, "runs", "lso", f"fold-{k}", "model.pt")
+                                             for k in range(a.lso_folds)]})
+    print(f"lso_timelines: done: music F1 {lt['all']['music']['f1']:.3f}, speech F1 {lt['all']['speech']['f1']:.3f} "
+          f"over {a.lso_folds} folds; figures in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
