@@ -34,6 +34,7 @@ sys.path.insert(0, REPO)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
 
 from benchmarks.common import combined, done_line, grid_eval, random_timeline, run_job, write_results  # noqa: E402
+from benchmarks.lso import DEFAULT_LSO, leave_source_out  # noqa: E402
 from benchmarks.lso_timelines import lso_timelines  # noqa: E402
 from pipelines import augment as A  # noqa: E402
 from pipelines import storage  # noqa: E402
@@ -46,10 +47,6 @@ HELD_NOISE = ("etw-data(crowd)", "wesnoth-1.16-data(ambient)")   # never trained
 DEFAULT_TRAIN = ["--classes", "music,speech,noise", "--epochs", "8", "--min-epochs", "8", "--patience", "2",
                  "--crops-per-window", "0.5", "--val-fraction", "0.1",
                  "--class-weighting", "sqrt", "--ema-decay", "0.995"]
-# each leave-source-out fold is a whole training run: a shorter schedule, so that K of them fit
-# (3 epochs of 0.5 crops per window: the main run's validation accuracy was 0.929 after its third such epoch)
-DEFAULT_LSO = ["--classes", "music,speech,noise", "--epochs", "3", "--min-epochs", "3", "--patience", "1",
-               "--crops-per-window", "0.5", "--val-fraction", "0.1"]
 
 
 def _resample(x, a, b):
@@ -194,42 +191,6 @@ def peer(a, truth: dict, res: dict) -> None:
         print(f"{name}: ina {res[name]['ina']}", flush=True)
 
 
-def leave_source_out(a) -> dict:
-    """K folds by source over the training features: clip accuracy on music/speech corpus clips of sources
-    never trained on, noise recall; the GTZAN clips (one source) are an unseen source in their fold."""
-    feats, run = os.path.join(a.work, "features"), os.path.join(a.work, "runs", "lso")
-    if not os.path.exists(os.path.join(run, "cv.json")):
-        out, m = run_job("train", ["--features", feats, "--output", os.path.join(a.work, "runs"), "--name", "lso",
-                                   "--folds", str(a.lso_folds), "--group-by", "source",
-                                   *(a.lso_args.split() if a.lso_args else DEFAULT_LSO)], os.path.join(a.work, "lso.log"))
-        print(done_line(out, "train"), flush=True)
-    cv = storage.read_json(os.path.join(run, "cv.json"))
-    windows, classes = [], None
-    for k in range(a.lso_folds):
-        pred = storage.read_json(os.path.join(run, f"fold-{k}", "report", "predictions.json"))
-        classes, windows = pred["classes"], windows + pred["windows"]
-    out = {"folds": a.lso_folds, "wall_s": cv["wall_seconds"], "confusion_matrix": cv["confusion_matrix"],
-           "classes": cv["classes"], "fold_accuracies": cv["fold_accuracies"], **lso_counts(a, windows, classes)}
-    if "noise" in classes:   # what `label --class-prior noise=W` would do to sources never trained on
-        out["noise_weight_sweep"] = {str(w): lso_counts(a, windows, classes, w) for w in (1.0, 0.8, 0.6, 0.5, 0.4)}
-    return out
-
-
-def lso_counts(a, windows: list[dict], classes: list[str], noise_weight: float = 1.0) -> dict:
-    """Clip accuracy over the corpus's music/speech clips, noise recall, GTZAN (one source) as unseen; the
-    noise probability times noise_weight before the argmax, as --class-prior noise=W does."""
-    w8 = np.array([noise_weight if c == "noise" else 1.0 for c in classes])
-    n = {"corpus_ms": 0, "corpus_ms_ok": 0, "noise": 0, "noise_ok": 0, "gtzan": 0, "gtzan_ok": 0}
-    for w in windows:
-        guess = classes[int(np.argmax(np.asarray(w["probs"]) * w8))]
-        key = "gtzan" if w["uri"].startswith(os.path.abspath(a.data)) else ("noise" if w["label"] == "noise" else "corpus_ms")
-        n[key] += 1
-        n[key + "_ok"] += guess == w["label"]
-    return {"corpus_music_speech_accuracy": n["corpus_ms_ok"] / max(n["corpus_ms"], 1), "corpus_music_speech_clips": n["corpus_ms"],
-            "noise_recall": n["noise_ok"] / max(n["noise"], 1), "noise_clips": n["noise"],
-            "gtzan_unseen_accuracy": n["gtzan_ok"] / max(n["gtzan"], 1), "gtzan_clips": n["gtzan"]}
-
-
 def silence(a, model: str) -> dict:
     from pipelines.demo import wav_bytes
 
@@ -281,7 +242,8 @@ def table(res: dict, lso: dict | None, sil: dict | None) -> str:
     if lso:
         lines.append(f"\nleave-source-out ({lso['folds']} folds by source): corpus music/speech clips "
                      f"{lso['corpus_music_speech_accuracy'] * 100:.1f}% of {lso['corpus_music_speech_clips']}, noise recall "
-                     f"{lso['noise_recall'] * 100:.1f}% of {lso['noise_clips']}, GTZAN as an unseen source "
+                     f"{lso['noise_recall'] * 100:.1f}% of {lso['noise_clips']} ({lso['noise_recall_with_silence'] * 100:.1f}% with the "
+                     f"label job's `silence` right), GTZAN as an unseen source "
                      f"{lso['gtzan_unseen_accuracy'] * 100:.1f}% of {lso['gtzan_clips']} ({lso['wall_s']:.0f} s)")
     if sil:
         lines.append(f"silence: 10 s silent file -> {sil['silent_file_label']}; gaps {sil['gaps_truth']} -> {sil['gaps_found']}")
