@@ -42,7 +42,7 @@ def leave_source_out(a) -> dict:
         classes, windows = pred["classes"], windows + pred["windows"]
     quiet = {w["uri"] for w in windows if w["label"] == "noise" and mostly_silent(w["uri"])}
     out = {"folds": a.lso_folds, "wall_s": cv["wall_seconds"], "confusion_matrix": cv["confusion_matrix"],
-           "classes": cv["classes"], "fold_accuracies": cv["fold_accuracies"], **lso_counts(a, windows, classes),
+           "classes": cv["classes"], "fold_accuracies": cv["fold_accuracies"], **lso_counts(a, windows, classes, 1.0, quiet),
            "noise_clips_silent": len(quiet)}
     if "noise" in classes:   # what `label --class-prior noise=W` would do to sources never trained on
         out["noise_weight_sweep"] = {str(w): lso_counts(a, windows, classes, w, quiet) for w in (1.0, 0.8, 0.6, 0.5, 0.4)}
