@@ -10,6 +10,7 @@ it at the job's defaults) as right, as an archive's user would: the corpus's noi
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 
@@ -61,9 +62,11 @@ def mostly_silent(uri: str) -> bool:
 
 def lso_counts(a, windows: list[dict], classes: list[str], noise_weight: float = 1.0, quiet: set = frozenset()) -> dict:
     """Clip accuracy over the corpus's music/speech clips, noise recall (also with the noise clips in `quiet` right
-    as `silence`), GTZAN (one source) as unseen; the noise probability times noise_weight before the argmax, as
+    as `silence`), GTZAN (one source) as unseen, and what each source's clips were called; the noise probability times noise_weight before the argmax, as
     --class-prior noise=W does."""
     w8 = np.array([noise_weight if c == "noise" else 1.0 for c in classes])
+    source = sources(a.corpus)
+    per_source: dict = {}
     n = {"corpus_ms": 0, "corpus_ms_ok": 0, "noise": 0, "noise_ok": 0, "gtzan": 0, "gtzan_ok": 0, "noise_sil_ok": 0}
     for w in windows:
         guess = classes[int(np.argmax(np.asarray(w["probs"]) * w8))]
@@ -71,7 +74,16 @@ def lso_counts(a, windows: list[dict], classes: list[str], noise_weight: float =
         n[key] += 1
         n[key + "_ok"] += guess == w["label"]
         n["noise_sil_ok"] += key == "noise" and (guess == "noise" or w["uri"] in quiet)
+        got = per_source.setdefault(f"{source.get(w['uri'], 'GTZAN')} ({w['label']})", {})
+        got[guess] = got.get(guess, 0) + 1
     return {"corpus_music_speech_accuracy": n["corpus_ms_ok"] / max(n["corpus_ms"], 1), "corpus_music_speech_clips": n["corpus_ms"],
             "noise_recall": n["noise_ok"] / max(n["noise"], 1), "noise_clips": n["noise"],
             "noise_recall_with_silence": n["noise_sil_ok"] / max(n["noise"], 1),
-            "gtzan_unseen_accuracy": n["gtzan_ok"] / max(n["gtzan"], 1), "gtzan_clips": n["gtzan"]}
+            "gtzan_unseen_accuracy": n["gtzan_ok"] / max(n["gtzan"], 1), "gtzan_clips": n["gtzan"],
+            "per_source": per_source}
+
+
+def sources(corpus: str) -> dict:
+    """{absolute path of a corpus clip: its manifest source}."""
+    with open(os.path.join(corpus, "manifest.csv"), newline="") as f:
+        return {os.path.join(corpus, r["path"]): r["source"] for r in csv.DictReader(f)}
