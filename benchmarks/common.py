@@ -180,8 +180,9 @@ def write_results(name: str, figures: dict) -> str:
     """benchmarks/results/<name>.json: the figures plus the commit, the machine and the command."""
     try:
         commit = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True).stdout.strip())
+        # the code's state: a results file rewritten earlier in the same run (robustness.py writes twice) is not code
+        dirty = bool(subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                     ":(exclude)benchmarks/results"], capture_output=True, text=True).stdout.strip())
     except OSError:
         commit, dirty = None, None
     meta = {"commit": commit, "dirty": dirty, "command": " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
