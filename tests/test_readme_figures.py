@@ -441,3 +441,31 @@ def test_the_two_weight_average_runs_averaged_are_their_results_file():
     assert f"the telephone band {c['telephone']['ours']['speech']['f1']:.3f} and noise " \
            f"{c['noise 10 dB']['ours']['speech']['f1']:.3f}" in b
     assert _span([v["realtime"] for v in c.values()], "{:.1f}") + "× realtime" in b
+
+
+def test_leave_source_out_with_the_weight_average_is_its_results_file():
+    r, before = results("robustness-ema-lso.json"), results("robustness-bltrain.json")
+    assert r["lso_args"] == [*before["lso_args"], "--ema-decay", "0.995"] and not r["dirty"]
+    lso, old = r["leave_source_out"], before["leave_source_out"]
+    b = readme_from("**Leave-source-out with the weight average", 2400)
+    pct = lambda v: f"{v * 100:.1f}%"  # noqa: E731
+    folds = lambda x: " / ".join(f"{a * 100:.1f}" for a in x["fold_accuracies"])  # noqa: E731
+    assert f"per fold {folds(lso)}% over all three classes (without the average {folds(old)}%)" in b
+    assert f"{lso['wall_s']:,.0f} s" in b
+    keys = ("corpus_music_speech_accuracy", "noise_recall", "gtzan_unseen_accuracy")
+    assert f"music/speech clips {pct(lso[keys[0]])} (without it {pct(old[keys[0]])}), noise recall " \
+           f"{pct(lso[keys[1]])} ({pct(old[keys[1]])}), GTZAN unseen {pct(lso[keys[2]])} ({pct(old[keys[2]])})" in b
+    w6, o6, o5 = lso["noise_weight_sweep"]["0.6"], old["noise_weight_sweep"]["0.6"], old["noise_weight_sweep"]["0.5"]
+    assert ", ".join(pct(w6[k]) for k in keys[:2]) + f" and {pct(w6[keys[2]])} (" + ", ".join(pct(o6[k]) for k in keys) + ")" in b
+    assert f"its 0.5: {pct(o5[keys[0]])} and {pct(o5[keys[1]])}, against the average's {pct(lso[keys[0]])} and " \
+           f"{pct(lso[keys[1]])}" in b
+    assert o5[keys[0]] > lso[keys[0]] and o5[keys[1]] > lso[keys[1]]
+    pair = lambda d: f"{d['music']['f1']:.3f} / {d['speech']['f1']:.3f}"  # noqa: E731
+    off, on = results("robustness-smooth.json")["leave_source_out_timelines"], r["leave_source_out_timelines"]
+    assert f"{pair(off['all'])} → {pair(on['all'])}" in b
+    assert ", ".join(f"{a['music']['f1']:.3f} → {c['music']['f1']:.3f}" for a, c in zip(off["per_fold"], on["per_fold"])) in b
+    src = w6["per_source"]
+    fx = [src[k] for k in ("qabcs-data(noises) (noise)", "scratch(sfx) (noise)", "tuxpaint-stamps-default(sfx) (noise)")]
+    assert ", ".join(f"{c.get('noise', 0)} of {sum(c.values())}" for c in fx) + " right" in b
+    assert f"{lso['noise_clips_silent']} of the {lso['noise_clips']} noise clips" in b
+    assert f"noise recall to {pct(lso['noise_recall_with_silence'])}" in b
