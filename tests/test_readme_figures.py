@@ -466,6 +466,7 @@ def test_leave_source_out_with_the_weight_average_is_its_results_file():
     assert ", ".join(f"{a['music']['f1']:.3f} → {c['music']['f1']:.3f}" for a, c in zip(off["per_fold"], on["per_fold"])) in b
     src = w6["per_source"]
     fx = [src[k] for k in ("qabcs-data(noises) (noise)", "scratch(sfx) (noise)", "tuxpaint-stamps-default(sfx) (noise)")]
-    assert ", ".join(f"{c.get('noise', 0)} of {sum(c.values())}" for c in fx) + " right" in b
+    got = [f"{c.get('noise', 0)} of {sum(c.values())}" for c in fx]
+    assert f"{got[0]}, {got[1]} and {got[2]} right" in b
     assert f"{lso['noise_clips_silent']} of the {lso['noise_clips']} noise clips" in b
     assert f"noise recall to {pct(lso['noise_recall_with_silence'])}" in b
