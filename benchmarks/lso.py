@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import os
 
 import numpy as np
@@ -62,8 +63,8 @@ def mostly_silent(uri: str) -> bool:
 
 def lso_counts(a, windows: list[dict], classes: list[str], noise_weight: float = 1.0, quiet: set = frozenset()) -> dict:
     """Clip accuracy over the corpus's music/speech clips, noise recall (also with the noise clips in `quiet` right
-    as `silence`), GTZAN (one source) as unseen, and what each source's clips were called; the noise probability times noise_weight before the argmax, as
-    --class-prior noise=W does."""
+    as `silence`), GTZAN (one source) as unseen, and what each source's clips were called; the noise probability
+    times noise_weight before the argmax, as --class-prior noise=W does."""
     w8 = np.array([noise_weight if c == "noise" else 1.0 for c in classes])
     source = sources(a.corpus)
     per_source: dict = {}
@@ -83,6 +84,7 @@ def lso_counts(a, windows: list[dict], classes: list[str], noise_weight: float =
             "per_source": per_source}
 
 
+@functools.lru_cache(maxsize=4)
 def sources(corpus: str) -> dict:
     """{absolute path of a corpus clip: its manifest source}."""
     with open(os.path.join(corpus, "manifest.csv"), newline="") as f:
