@@ -464,6 +464,10 @@ def test_leave_source_out_with_the_weight_average_is_its_results_file():
     off, on = results("robustness-smooth.json")["leave_source_out_timelines"], r["leave_source_out_timelines"]
     assert f"{pair(off['all'])} → {pair(on['all'])}" in b
     assert ", ".join(f"{a['music']['f1']:.3f} → {c['music']['f1']:.3f}" for a, c in zip(off["per_fold"], on["per_fold"])) in b
+    hop = results("lso-timelines-ema-hop15.json")
+    assert hop["label_args"] == ["--class-prior", "noise=0.6", "--hop-seconds", "15"]
+    assert hop["models"][0] == "/work/rb12/runs/lso/fold-0/model.pt" and not hop["dirty"]
+    assert f"`--hop-seconds 15`: {pair(hop['leave_source_out_timelines']['all'])};" in b
     src = w6["per_source"]
     fx = [src[k] for k in ("qabcs-data(noises) (noise)", "scratch(sfx) (noise)", "tuxpaint-stamps-default(sfx) (noise)")]
     got = [f"{c.get('noise', 0)} of {sum(c.values())}" for c in fx]
