@@ -447,7 +447,7 @@ def test_leave_source_out_with_the_weight_average_is_its_results_file():
     r, before = results("robustness-ema-lso.json"), results("robustness-bltrain.json")
     assert r["lso_args"] == [*before["lso_args"], "--ema-decay", "0.995"] and not r["dirty"]
     lso, old = r["leave_source_out"], before["leave_source_out"]
-    b = readme_from("**Leave-source-out with the weight average", 2800)
+    b = readme_from("**Leave-source-out with the weight average: no better trade", 2800)
     pct = lambda v: f"{v * 100:.1f}%"  # noqa: E731
     folds = lambda x: " / ".join(f"{a * 100:.1f}" for a in x["fold_accuracies"])  # noqa: E731
     assert f"per fold {folds(lso)}% over all three classes (without the average {folds(old)}%)" in b
