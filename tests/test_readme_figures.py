@@ -474,3 +474,26 @@ def test_leave_source_out_with_the_weight_average_is_its_results_file():
     assert f"{got[0]}, {got[1]} and {got[2]} right" in b
     assert f"{lso['noise_clips_silent']} of the {lso['noise_clips']} noise clips" in b
     assert f"noise recall to {pct(lso['noise_recall_with_silence'])}" in b
+
+
+def test_the_ten_epoch_run_is_its_results_file():
+    t, e = results("robustness-ema-10ep.json"), results("robustness-ema.json")
+    args = t["train_args"]
+    assert args[args.index("--epochs") + 1] == args[args.index("--min-epochs") + 1] == "10" and not t["dirty"]
+    assert [a for a in args if a != "10"] == [a for a in e["train_args"] if a != "8"]
+    b = readme_from("What a longer schedule buys: nothing here.", 1000)
+    assert f"train {t['train_wall_s']:,.0f} s" in b and f"best epoch {t['train_test_metrics']['best_epoch']}" in b
+    best = lambda r: min(h["val_loss"] for h in r["train_test_metrics"]["history"])  # noqa: E731
+    assert f"({best(t):.3f} against {best(e):.3f})" in b and best(t) < best(e)
+    ct, ce = t["conditions"], e["conditions"]
+    for k in ("music", "speech"):
+        assert f"{k} F1 " + _span([v["ours"][k]["f1"] for v in ct.values()]) in b
+        assert _span([v["ours"][k]["f1"] for v in ce.values()]) in b
+    f1 = lambda c, n, k: round(c[n]["ours"][k]["f1"], 3)  # noqa: E731
+    assert sum(f1(ct, n, "music") < f1(ce, n, "music") for n in ct) == 5
+    assert sum(f1(ct, n, "speech") < f1(ce, n, "speech") for n in ct) == 6
+    tel = "telephone"
+    assert f"({f1(ce, tel, 'music'):.3f} / {f1(ce, tel, 'speech'):.3f} → {f1(ct, tel, 'music'):.3f} / {f1(ct, tel, 'speech'):.3f}" in b
+    assert f"music recall {ce['noise 10 dB']['ours']['music']['recall']:.3f} → {ct['noise 10 dB']['ours']['music']['recall']:.3f}" in b
+    assert f"its clips {ce[tel]['clip_accuracy'] * 100:.1f}% → {ct[tel]['clip_accuracy'] * 100:.1f}%" in b
+    assert round((t["featurize_wall_s"] + t["train_wall_s"]) / 60) == 62 and f"featurize ({t['featurize_wall_s']:.0f} s)" in b
