@@ -24,6 +24,16 @@ def _span(values, fmt: str = "{:.3f}", sep: str = "-") -> str:
     return fmt.format(min(values)) + sep + fmt.format(max(values))
 
 
+def f1(runs: dict, name: str, k: str) -> float:
+    """Class k's segment F1 under condition `name`, rounded as the README prints it."""
+    return round(runs[name]["ours"][k]["f1"], 3)
+
+
+def pair(d: dict) -> str:
+    """Music / speech segment F1 as the README prints them."""
+    return f"{d['music']['f1']:.3f} / {d['speech']['f1']:.3f}"
+
+
 def readme_from(start: str, n: int) -> str:
     """n characters of the README (whitespace collapsed) from `start`."""
     text = " ".join(open(os.path.join(REPO, "README.md")).read().split())
@@ -273,7 +283,6 @@ def test_the_leave_source_out_timelines_are_their_results_files():
     line = text[text.index("**The smoothing holds on sources never trained on"):][:1000]
     off, on = (results(f)["leave_source_out_timelines"] for f in ("robustness-smooth-0.json", "robustness-smooth.json"))
     assert results("robustness-smooth-0.json")["label_args"] == ["--class-prior", "noise=0.6", "--switch-cost", "0"]
-    pair = lambda d: f"{d['music']['f1']:.3f} / {d['speech']['f1']:.3f}"  # noqa: E731
     assert f"{pair(off['all'])} → {pair(on['all'])}" in line, line
     for a, b in zip(off["per_fold"], on["per_fold"]):
         assert f"{pair(a)} → {pair(b)}" in line, line
@@ -380,7 +389,6 @@ def test_the_weight_average_is_its_results_files():
     c, c0 = e["conditions"], r["conditions"]
     assert f"train {e['train_wall_s']:,.0f} s on a quiet machine, best epoch {e['train_test_metrics']['best_epoch']})" in b
     assert_spans(b, c)
-    f1 = lambda runs, name, k: round(runs[name]["ours"][k]["f1"], 3)   # as the README prints them
     assert all(f1(c, n, "speech") > f1(c0, n, "speech") for n in c)
     assert sum(f1(c, n, "music") > f1(c0, n, "music") for n in c) == 6
     assert f"{f1(c0, 'Ogg Vorbis ~30 kbit/s', 'music'):.3f}" == f"{f1(c, 'Ogg Vorbis ~30 kbit/s', 'music'):.3f}"
@@ -412,7 +420,6 @@ def test_the_second_weight_average_run_is_its_results_file():
     assert_spans(b, c)
     assert sorted(n for n, v in c.items() if v["clip_accuracy"] == 1) == ["16 kHz", "MP3 ~32 kbit/s", "as is"]
     assert not any("speech-23" in " ".join(v["wrong_clips"]) for v in c.values())
-    f1 = lambda runs, name, k: round(runs[name]["ours"][k]["f1"], 3)
     for k in ("music", "speech"):
         assert sum(f1(c, n, k) > f1(c0, n, k) for n in c) == 6, k
     assert f"{f1(c0, 'Ogg Vorbis ~30 kbit/s', 'speech'):.3f} → {f1(c, 'Ogg Vorbis ~30 kbit/s', 'speech'):.3f}" in b
@@ -460,7 +467,6 @@ def test_leave_source_out_with_the_weight_average_is_its_results_file():
     assert f"its 0.5: {pct(o5[keys[0]])} and {pct(o5[keys[1]])}, against the average's {pct(lso[keys[0]])} and " \
            f"{pct(lso[keys[1]])}" in b
     assert o5[keys[0]] > lso[keys[0]] and o5[keys[1]] > lso[keys[1]]
-    pair = lambda d: f"{d['music']['f1']:.3f} / {d['speech']['f1']:.3f}"  # noqa: E731
     off, on = results("robustness-smooth.json")["leave_source_out_timelines"], r["leave_source_out_timelines"]
     assert f"{pair(off['all'])} → {pair(on['all'])}" in b
     assert ", ".join(f"{a['music']['f1']:.3f} → {c['music']['f1']:.3f}" for a, c in zip(off["per_fold"], on["per_fold"])) in b
@@ -489,7 +495,6 @@ def test_the_ten_epoch_run_is_its_results_file():
     for k in ("music", "speech"):
         assert f"{k} F1 " + _span([v["ours"][k]["f1"] for v in ct.values()]) in b
         assert _span([v["ours"][k]["f1"] for v in ce.values()]) in b
-    f1 = lambda c, n, k: round(c[n]["ours"][k]["f1"], 3)  # noqa: E731
     assert sum(f1(ct, n, "music") < f1(ce, n, "music") for n in ct) == 5
     assert sum(f1(ct, n, "speech") < f1(ce, n, "speech") for n in ct) == 6
     tel = "telephone"
