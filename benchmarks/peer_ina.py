@@ -5,10 +5,10 @@ project, so the project never depends on TensorFlow or on ina:
 
     /work/ina-venv/bin/python -I benchmarks/peer_ina.py --wavs LIST.txt --out OUT.json [--threads N]
 
-LIST.txt: one WAV path per line (any rate, any channel count; blank lines and lines starting with # are
-skipped). Files that are not 16 kHz mono are mixed down and resampled here (scipy.signal.resample_poly) into a
-temporary 16-bit WAV, which is what ina's own ffmpeg path feeds it (pcm_s16le, 16 kHz, mono): ina without
-ffmpeg reads only 16 kHz WAVs. OUT.json (written once, atomically; an existing one is never overwritten):
+LIST.txt: one audio path per line (WAV, or anything libsndfile reads, e.g. Ogg Vorbis; any rate, any channel
+count; blank lines and lines starting with # are skipped). Files that are not 16 kHz mono WAVs are decoded, mixed
+down and resampled here (scipy.signal.resample_poly) into a temporary 16-bit WAV, which is what ina's own ffmpeg
+path feeds it (pcm_s16le, 16 kHz, mono): ina without ffmpeg reads only 16 kHz WAVs. OUT.json (written once, atomically; an existing one is never overwritten):
 
     {"segments": {path: [[label, start_s, end_s], ...]},   labels: speech, music, noise, noEnergy
      "errors": {path: message},                            a file that fails does not stop the others
@@ -58,10 +58,11 @@ def read_list(path: str) -> list[str]:
 
 
 def as_16k_mono(path: str, tmp_dir: str) -> tuple[str, float]:
-    """(a 16 kHz mono WAV of path: itself when it already is one, else a temporary copy; its seconds)."""
+    """(a 16 kHz mono WAV of path: itself when it already is one, else a temporary copy; its seconds).
+    ina reads a WAV itself and hands anything else to ffmpeg, which it runs without here."""
     info = sf.info(path)
     seconds = info.frames / info.samplerate
-    if info.samplerate == SR and info.channels == 1:
+    if info.samplerate == SR and info.channels == 1 and info.format == "WAV":
         return path, seconds
     sig, sr = sf.read(path, dtype="float64", always_2d=True)
     sig = sig.mean(axis=1)

@@ -75,7 +75,8 @@ def parser() -> argparse.ArgumentParser:
                         "archive condition drawn per file: band limit (8/11/16 kHz), telephone, noise from the "
                         "inputs' noise files at 0-20 dB SNR, MP3/Ogg at a low bitrate, gain/EQ, and speech over "
                         "the inputs' music (label speech)")
-    p.add_argument("--augment-kinds", default=",".join(AUGMENT_KINDS), help="the conditions --augment draws from")
+    p.add_argument("--augment-kinds", default=",".join(AUGMENT_KINDS), help="the conditions --augment draws from; "
+                   "also known: speed (played 0.7-1.4x as fast, tempo and pitch together; not drawn by default)")
     p.add_argument("--augment-level-prob", type=float, default=0.0, metavar="P",
                    help="the share of augmented copies whose windows also get level steps (2-4 stretches of >= 1 s, "
                         "all but one lowered by 0-30 dB) before their condition: a quiet voice after a loud "

@@ -59,9 +59,28 @@ def test_codec_round_trip_is_lossy_but_close(fmt):
     assert c > 0.8
 
 
+@pytest.mark.parametrize("factor", [0.7, 0.9, 1.25, 1.4])
+def test_speed_moves_pitch_by_the_factor_and_keeps_the_length(factor):
+    x = (0.5 * np.sin(2 * np.pi * 440 * np.arange(SR * 2) / SR)).astype(np.float32)
+    y = A.speed(x, SR, factor)
+    assert len(y) == len(x)
+    f = np.fft.rfftfreq(len(y), 1 / SR)[np.argmax(np.abs(np.fft.rfft(y)))]
+    assert abs(f - 440 * factor) < 2                                 # tempo and pitch move together
+    frames = np.sqrt(np.mean(y[: len(y) // 441 * 441].reshape(-1, 441) ** 2, axis=1))
+    assert frames.min() > 0.3                                        # faster: repeated, never padded with silence
+
+
+def test_speed_kind_draws_factors_in_range_and_is_opt_in():
+    x = make_clip("speech", 1.0, 7)
+    tags = {A.augment(x, SR, "speed", A.rng_for(f"f{i}.wav", 0))[1] for i in range(40)}
+    factors = sorted(float(t[len("speed"):]) for t in tags)
+    assert len(factors) > 10 and 0.7 <= factors[0] < 0.85 and 1.2 < factors[-1] <= 1.4
+    assert "speed" not in A.KINDS and A.AugmentConfig(variants=1, kinds=("speed",)).kinds == ("speed",)
+
+
 def test_augment_is_deterministic_per_file_and_variant():
     x = make_clip("speech", 2.0, 5)
-    for kind in A.KINDS + ("over",):
+    for kind in A.KINDS + ("over", "speed"):
         a, ta = A.augment(x, SR, kind, A.rng_for("s3://b/a.wav", 1), make_clip("music", 4.0, 6))
         b, tb = A.augment(x, SR, kind, A.rng_for("s3://b/a.wav", 1), make_clip("music", 4.0, 6))
         assert ta == tb and np.array_equal(a, b) and len(a) == len(x) and np.abs(a).max() <= 1.0
