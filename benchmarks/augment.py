@@ -59,7 +59,8 @@ def main():
              "noise": lambda x, r: A.augment(x, cfg.sample_rate, "noise", r, noise)[0],
              "mp3": lambda x, r: A.codec(x, cfg.sample_rate, "mp3", 0.85),
              "ogg": lambda x, r: A.codec(x, cfg.sample_rate, "ogg", 0.85),
-             "eq": lambda x, r: A.equalize(x, cfg.sample_rate, r)}
+             "eq": lambda x, r: A.equalize(x, cfg.sample_rate, r),
+             "speed": lambda x, r: A.augment(x, cfg.sample_rate, "speed", r)[0]}   # opt-in (--augment-kinds)
     res = {k: [] for k in (*kinds, "featurize", "decode")}
     sizes = []
     for q, x in zip(paths, clips):
