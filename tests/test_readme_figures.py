@@ -502,3 +502,36 @@ def test_the_ten_epoch_run_is_its_results_file():
     assert f"music recall {ce['noise 10 dB']['ours']['music']['recall']:.3f} → {ct['noise 10 dB']['ours']['music']['recall']:.3f}" in b
     assert f"its clips {ce[tel]['clip_accuracy'] * 100:.1f}% → {ct[tel]['clip_accuracy'] * 100:.1f}%" in b
     assert round((t["featurize_wall_s"] + t["train_wall_s"]) / 60) == 62 and f"featurize ({t['featurize_wall_s']:.0f} s)" in b
+
+
+def pct(v: float) -> str:
+    return f"{v * 100:.1f}%"
+
+
+def test_the_peer_on_the_held_out_clips_is_its_results_file():
+    r = results("peer-corpus.json")
+    assert r["lso_results"] == ["robustness-ema-lso", "robustness-speed-lso"] and not r["dirty"]
+    b = readme_from("**The peer on the same held-out clips**", 1700)
+    ina, ours = r["ina"], r["ours"]["robustness-ema-lso"]
+    for d in (ina, ours["1.0"], ours["0.6"]):
+        assert ", ".join(pct(d[k]) for k in ("corpus_music_speech_accuracy", "noise_recall", "gtzan_unseen_accuracy")) \
+            in b.replace(" and ", ", "), d
+    right = lambda d, key: pct(d["per_source"][key].get(key.rsplit("(", 1)[1][:-1], 0) / sum(d["per_source"][key].values()))  # noqa: E731
+    for key in ("qabcs-data(noises) (noise)", "fretsonfire-songs-muldjord+sectoid (music)", "sonic-pi-samples (music)",
+                "scratch(sfx) (noise)", "tuxpaint-stamps-default(sfx) (noise)"):
+        assert right(ina, key) in b and right(ours["0.6"], key) in b, key
+    assert right(ina, "asterisk-moh-opsound-wav (music)") in b
+
+
+def test_the_speed_condition_is_its_results_file():
+    r = results("robustness-speed-lso.json")
+    assert "speed" in " ".join(r["featurize_args"]) and not r["dirty"] and "--ema-decay" in r["lso_args"]
+    lso, lt = r["leave_source_out"], r["leave_source_out_timelines"]["all"]
+    b = readme_from("**A `speed` condition (opt-in)", 1600)
+    assert f"{lso['wall_s']:,.0f} s" in b and " / ".join(f"{a * 100:.1f}" for a in lso["fold_accuracies"]) in b
+    for d in (lso, lso["noise_weight_sweep"]["0.6"]):
+        assert ", ".join(pct(d[k]) for k in ("corpus_music_speech_accuracy", "noise_recall", "gtzan_unseen_accuracy")) \
+            in b.replace("music/speech ", "").replace("noise recall ", "").replace("GTZAN unseen ", ""), d
+    base = results("robustness-ema-lso.json")["leave_source_out_timelines"]["all"]
+    assert f"music F1 falls {base['music']['f1']:.3f} → {lt['music']['f1']:.3f}" in b
+    assert f"(speech {base['speech']['f1']:.3f} → {lt['speech']['f1']:.3f})" in b
