@@ -116,7 +116,10 @@ def test_robustness_labeling_variants_are_their_results_files():
 def test_augment_costs_are_their_results_file():
     r = results("augment.json")
     for k, ms in r["ms_per_30s_clip_one_thread"].items():
-        assert f"{ms:.1f}" in readme_line(f"| step `{k}` |"), k
+        line = readme_line(f"| step `{k}` |")
+        assert f"| {ms:.1f} |" in line, k
+        if k in r["copy_cost_vs_original"]:
+            assert f"| {r['copy_cost_vs_original'][k]:.2f} |" in line, k
 
 
 def test_label_table_is_its_results_file():
