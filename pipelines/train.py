@@ -144,6 +144,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", help="comma-separated classes, in the network's output order, e.g. music,speech,noise "
                                      "(default: those of music,speech,noise the features hold); files of other "
                                      "labels are ignored")
+    p.add_argument("--channels", default=(32, 64, 128), help="the three conv blocks' widths, comma-separated: "
+                   "the seed's network, or a wider one of the same family (e.g. 48,96,192: ~2x the convolutions' work)")
     p.add_argument("--class-weighting", choices=["balanced", "sqrt", "none"], default="sqrt",
                    help="loss weight per class from its training windows: balanced (every class alike), sqrt "
                         "(inverse square root of its share; on GTZAN + corpus it lifted clip accuracy from "
@@ -231,14 +233,17 @@ def run_name(cfg: TrainConfig, s3: S3Options) -> tuple[str, str]:
 
 
 def check_resume(cfg: TrainConfig, run_root: str, s3: S3Options) -> None:
-    """--resume goes on with the run's own --ema-decay: the best epoch kept so far (and the average itself)
-    would otherwise be of other weights than the rest of the run's."""
+    """--resume goes on with the run's own --ema-decay (the best epoch kept so far, and the average itself, would
+    otherwise be of other weights than the rest of the run's) and --channels (its checkpoints' shapes)."""
     for uri in (storage.join(run_root, "train_config.json"), storage.join(run_root, "fold-0", "train_config.json")):
         if storage.exists(uri, s3):
-            was = storage.read_json(uri, s3).get("ema_decay", 0.0)
-            if was != cfg.ema_decay:
-                raise JobError(f"--resume {cfg.resume}: {uri} was trained with --ema-decay {was}, not "
-                               f"{cfg.ema_decay}: pass --ema-decay {was}")
+            run = storage.read_json(uri, s3)
+            for key, was, now in (("ema-decay", run.get("ema_decay", 0.0), cfg.ema_decay),
+                                  ("channels", tuple(run.get("channels", (32, 64, 128))), tuple(cfg.channels))):
+                if was != now:
+                    shown = ",".join(map(str, was)) if isinstance(was, tuple) else was
+                    raise JobError(f"--resume {cfg.resume}: {uri} was trained with --{key} {shown}, not "
+                                   f"{','.join(map(str, now)) if isinstance(now, tuple) else now}: pass --{key} {shown}")
             return
 
 

@@ -51,6 +51,7 @@ class TrainConfig:
     test_fraction: float = 0.25
     folds: int = 0
     classes: tuple[str, ...] = ()
+    channels: tuple[int, ...] = NetConfig.channels
     class_weighting: str = "sqrt"
     group_by: str = "file"
     seed: int = 0
@@ -71,6 +72,15 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.classes, str):                       # "music,speech,noise", as --classes takes it
             object.__setattr__(self, "classes", tuple(c for c in self.classes.split(",") if c))
+        if isinstance(self.channels, str):                      # "48,96,192", as --channels takes it
+            try:
+                object.__setattr__(self, "channels", tuple(int(c) for c in self.channels.split(",")))
+            except ValueError:
+                raise ValueError(f"channels (--channels) must be three comma-separated integers, got "
+                                 f"{self.channels!r}") from None
+        if len(self.channels) != 3 or min(self.channels) < 1:
+            raise ValueError(f"channels (--channels) must be three integers >= 1 (the seed's three conv blocks), got "
+                             f"{self.channels}")
         if self.name and self.resume:
             raise ValueError("give name (--name) or resume (--resume), not both")
         if self.folds == 1 or self.folds < 0:
@@ -100,13 +110,13 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig keys: {sorted(unknown)}")
         d = dict(d)
-        for k in ("classes", "class_weights"):  # JSON lists
-            if k in d:
+        for k in ("classes", "class_weights", "channels"):  # JSON lists (a string: the CLI's, split in __post_init__)
+            if k in d and not isinstance(d[k], str):
                 d[k] = tuple(d[k])
         return cls(**d)
 
     def net_config(self) -> NetConfig:
-        return NetConfig(n_classes=len(self.classes), classes=self.classes)
+        return NetConfig(channels=tuple(self.channels), n_classes=len(self.classes), classes=self.classes)
 
     def lr_at(self, epoch_pos: float) -> float:
         """Linear warm-up over warmup_epochs, then cosine from lr to lr * 0.01 at the last epoch."""

@@ -45,6 +45,17 @@ def test_config_round_trips_through_json_and_is_strict():
         cfg.epochs = 1
 
 
+def test_channels_widen_the_network_and_are_checked():
+    cfg = TrainConfig.from_dict({**_cli("--channels", "48,96,192"), "classes": ("music", "speech", "noise")})
+    assert cfg.channels == (48, 96, 192) and TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    net, *_ = prepare(dataclasses.replace(cfg, class_weights=(1.0, 1.0, 1.0)), None, torch.device("cpu"), 1)
+    assert [b.conv.out_channels for b in net.blocks] == [48, 96, 192] and net.head[-1].out_features == 3
+    assert TrainConfig().net_config().channels == (32, 64, 128)          # the seed's network by default
+    for bad in ("48,96", "0,64,128", "a,b,c"):
+        with pytest.raises(ValueError, match="--channels"):
+            TrainConfig(channels=bad)
+
+
 def test_resolve_derives_steps_weights_crops_and_workers():
     fcfg = FeatureConfig(window_seconds=4.0)
     windows = {u: 2 if "music" in u else 1 for u in FILES}      # twice the music windows
