@@ -538,3 +538,12 @@ def test_the_speed_condition_is_its_results_file():
     base = results("robustness-ema-lso.json")["leave_source_out_timelines"]["all"]
     assert f"music F1 falls {base['music']['f1']:.3f} → {lt['music']['f1']:.3f}" in b
     assert f"(speech {base['speech']['f1']:.3f} → {lt['speech']['f1']:.3f})" in b
+
+
+def test_the_wider_network_cost_is_its_results_file():
+    r = results("net-width.json")
+    base, wide = r["runs"]
+    assert wide["channels"] == [48, 96, 192] and not r["dirty"]
+    b = readme_from("`--channels 48,96,192` trains a wider network", 500)
+    assert f"{wide['vs_first']['parameters']:.2f}x the parameters, {wide['vs_first']['step_s']:.2f}x the time" in b
+    assert f"({wide['step_s']:.2f} against {base['step_s']:.2f} s for {r['batch']} crops" in b
