@@ -8,7 +8,8 @@ project, so the project never depends on TensorFlow or on ina:
 LIST.txt: one audio path per line (WAV, or anything libsndfile reads, e.g. Ogg Vorbis; any rate, any channel
 count; blank lines and lines starting with # are skipped). Files that are not 16 kHz mono WAVs are decoded, mixed
 down and resampled here (scipy.signal.resample_poly) into a temporary 16-bit WAV, which is what ina's own ffmpeg
-path feeds it (pcm_s16le, 16 kHz, mono): ina without ffmpeg reads only 16 kHz WAVs. OUT.json (written once, atomically; an existing one is never overwritten):
+path feeds it (pcm_s16le, 16 kHz, mono): ina without ffmpeg reads only 16 kHz WAVs. OUT.json (written once,
+atomically; an existing one is never overwritten):
 
     {"segments": {path: [[label, start_s, end_s], ...]},   labels: speech, music, noise, noEnergy
      "errors": {path: message},                            a file that fails does not stop the others

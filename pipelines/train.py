@@ -67,7 +67,7 @@ if __package__ in (None, ""):  # `python pipelines/train.py`: make the repositor
     sys.path.insert(0, _ROOT)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))
 
-from model import FeatureConfig  # noqa: E402  (benchmarks/accuracy.py reads train.FeatureConfig)
+from model import FeatureConfig, NetConfig  # noqa: E402  (benchmarks/accuracy.py reads train.FeatureConfig)
 from pipelines import console, shards, storage, train_data  # noqa: E402
 from pipelines.errors import JobError, run_cli  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
@@ -239,11 +239,11 @@ def check_resume(cfg: TrainConfig, run_root: str, s3: S3Options) -> None:
         if storage.exists(uri, s3):
             run = storage.read_json(uri, s3)
             for key, was, now in (("ema-decay", run.get("ema_decay", 0.0), cfg.ema_decay),
-                                  ("channels", tuple(run.get("channels", (32, 64, 128))), tuple(cfg.channels))):
+                                  ("channels", ",".join(map(str, run.get("channels", NetConfig.channels))),
+                                   ",".join(map(str, cfg.channels)))):
                 if was != now:
-                    shown = ",".join(map(str, was)) if isinstance(was, tuple) else was
-                    raise JobError(f"--resume {cfg.resume}: {uri} was trained with --{key} {shown}, not "
-                                   f"{','.join(map(str, now)) if isinstance(now, tuple) else now}: pass --{key} {shown}")
+                    raise JobError(f"--resume {cfg.resume}: {uri} was trained with --{key} {was}, not {now}: "
+                                   f"pass --{key} {was}")
             return
 
 
