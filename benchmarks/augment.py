@@ -14,24 +14,13 @@ import argparse
 import io
 import os
 import sys
-import time
 
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks.common import write_results  # noqa: E402
-
-
-def timed(fn, repeats: int) -> float:
-    fn()                                                    # warm-up: imports, caches, filter design
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+from benchmarks.common import timed, write_results  # noqa: E402
 
 
 def main():

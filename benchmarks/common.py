@@ -176,6 +176,17 @@ def done_line(out: str, job: str) -> str:
     return m[-1] if m else ""
 
 
+def timed(fn, repeats: int) -> float:
+    """Median seconds of `repeats` calls of fn, after one untimed warm-up call (imports, caches, filter design)."""
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
 def write_results(name: str, figures: dict) -> str:
     """benchmarks/results/<name>.json: the figures plus the commit, the machine and the command."""
     try:

@@ -10,15 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-
-import numpy as np
 import torch
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import timed, write_results  # noqa: E402
 from model import Conv3DNet, NetConfig, count_parameters, expand  # noqa: E402
 
 
@@ -36,13 +33,7 @@ def step_seconds(channels: tuple[int, ...], batch: int, frames: int, steps: int)
         loss.backward()
         opt.step()
 
-    step()                                                                     # warm-up
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    return timed(step, steps)                                                  # one warm-up step, then the median
 
 
 def main(argv=None) -> int:
