@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .features import colormap_rgba, luminance_bins
+from .net import pool_time
 
 
 class FastConv3D:
@@ -88,7 +89,4 @@ class FastConv3D:
         """(B, n_local, n_classes) logits, as net.local_logits(expand(index), pool_steps) (the same signature);
         pool_steps None: one global logit per window, as net(expand(index))."""
         h = self.features(index).mean(dim=(2, 3))                      # (B, C, W')
-        if pool_steps is None:
-            return self.net.head(h.mean(dim=2))[:, None]
-        h = F.avg_pool1d(h, kernel_size=pool_steps, stride=pool_steps, ceil_mode=True)
-        return self.net.head(h.transpose(1, 2))
+        return self.net.head(pool_time(h, pool_steps, self.net.cfg.pooling))

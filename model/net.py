@@ -4,6 +4,11 @@ Three blocks of Conv3d(3x3x3, same padding) -> ReLU -> BatchNorm -> MaxPool3d(2)
 average pooling, then Dense 256 -> 128 -> n_classes. Input is expand()'s (B, 4, 10, n_mels, frames):
 RGBA channels over 10 luminance layers. Global pooling makes it accept any number of frames >= 8, so
 it trains on time crops and labels long audio window by window.
+
+A variant of the same family (NetConfig.pooling = "stats"): the feature map averaged over layers and mels,
+then its mean *and standard deviation* over time (x-vector statistics pooling), so that the head sees how
+much each channel moves over the crop (speech's syllables, music's held notes, steady noise) and not only
+its average; the head's input doubles (2C).
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ import torch
 import torch.nn as nn
 
 
+POOLINGS = ("mean", "stats")
+
+
 @dataclass(frozen=True)
 class NetConfig:
     in_channels: int = 4          # RGBA
@@ -23,6 +31,11 @@ class NetConfig:
     hidden: tuple = (256, 128)
     n_classes: int = 2
     classes: tuple = ("music", "speech")
+    pooling: str = "mean"         # over time: "mean" (the seed's) or "stats" (mean and standard deviation)
+
+    def __post_init__(self):
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -58,7 +71,7 @@ class Conv3DNet(nn.Module):
             blocks.append(Block(c_in, c_out, p))
             c_in = c_out
         self.blocks = nn.Sequential(*blocks)
-        dims = (cfg.channels[-1], *cfg.hidden)
+        dims = (cfg.channels[-1] * (2 if cfg.pooling == "stats" else 1), *cfg.hidden)
         layers = []
         for a, b in zip(dims[:-1], dims[1:]):
             layers += [nn.Linear(a, b), nn.ReLU()]
@@ -74,20 +87,28 @@ class Conv3DNet(nn.Module):
         return self.blocks(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x)                  # (B, C, D', H', W')
-        h = h.mean(dim=(2, 3, 4))             # (B, C) global average pooling
-        return self.head(h)                   # (B, n_classes) logits
+        h = self.features(x).mean(dim=(2, 3))                      # (B, C, W')
+        return self.head(pool_time(h, None, self.cfg.pooling)[:, 0])  # (B, n_classes) logits
 
     def local_logits(self, x: torch.Tensor, pool_steps: int | None) -> torch.Tensor:
         """Logits for consecutive time stretches of one forward pass: average-pool the feature map over
         pool_steps of its time steps (time_stride frames each) instead of all of them; None: one global
         logit per window. (B, ...) -> (B, n_local, n_classes). FastConv3D.local_logits: same signature."""
         h = self.features(x).mean(dim=(2, 3))                      # (B, C, W')
-        if pool_steps is None:
-            return self.head(h.mean(dim=2))[:, None]
-        k = max(1, int(pool_steps))
-        h = nn.functional.avg_pool1d(h, kernel_size=k, stride=k, ceil_mode=True)  # (B, C, n_local)
-        return self.head(h.transpose(1, 2))                        # (B, n_local, n_classes)
+        return self.head(pool_time(h, pool_steps, self.cfg.pooling))  # (B, n_local, n_classes)
+
+
+def pool_time(h: torch.Tensor, pool_steps: int | None, pooling: str = "mean") -> torch.Tensor:
+    """(B, C, W') feature map over time -> (B, n_local, C) means over consecutive stretches of pool_steps
+    time steps (the last one may be shorter; None: one over all of them); pooling "stats" appends each
+    stretch's standard deviation: (B, n_local, 2C)."""
+    k = h.shape[2] if pool_steps is None else max(1, int(pool_steps))
+    mean = nn.functional.avg_pool1d(h, kernel_size=k, stride=k, ceil_mode=True)   # (B, C, n_local)
+    if pooling == "mean":
+        return mean.transpose(1, 2)
+    sq = nn.functional.avg_pool1d(h * h, kernel_size=k, stride=k, ceil_mode=True)
+    std = torch.sqrt((sq - mean * mean).clamp(min=0.0) + 1e-5)   # the epsilon keeps the gradient finite at 0
+    return torch.cat([mean, std], dim=1).transpose(1, 2)
 
 
 def count_parameters(net: nn.Module) -> int:

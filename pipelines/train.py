@@ -60,19 +60,18 @@ import dataclasses
 import os
 import sys
 import time
-import uuid
 
 if __package__ in (None, ""):  # `python pipelines/train.py`: make the repository root importable
     _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path.insert(0, _ROOT)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))
 
-from model import FeatureConfig, NetConfig  # noqa: E402  (benchmarks/accuracy.py reads train.FeatureConfig)
+from model import FeatureConfig  # noqa: E402  (benchmarks/accuracy.py reads train.FeatureConfig)
 from pipelines import console, shards, storage, train_data  # noqa: E402
 from pipelines.errors import JobError, run_cli  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
 from pipelines.train_config import TrainConfig, TrainResult, loop_config, resolve  # noqa: E402
-from pipelines.train_plan import cv_summary, plan_runs, select_classes  # noqa: E402
+from pipelines.train_plan import cv_summary, plan_runs, run_name, select_classes  # noqa: E402
 # Ray pickles train_loop by reference to its module, also when this file runs as __main__ (`python
 # pipelines/train.py`): a function of __main__ would be pickled by value, which drags torch.classes in and fails
 from pipelines.train_loop import train_loop  # noqa: E402
@@ -146,6 +145,8 @@ def parser() -> argparse.ArgumentParser:
                                      "labels are ignored")
     p.add_argument("--channels", default=(32, 64, 128), help="the three conv blocks' widths, comma-separated: "
                    "the seed's network, or a wider one of the same family (e.g. 48,96,192: ~2x the convolutions' work)")
+    p.add_argument("--pooling", choices=["mean", "stats"], default="mean", help="over time, before the dense head: "
+                   "mean (the seed's) or stats (each channel's mean and standard deviation, model/net.py)")
     p.add_argument("--class-weighting", choices=["balanced", "sqrt", "none"], default="sqrt",
                    help="loss weight per class from its training windows: balanced (every class alike), sqrt "
                         "(inverse square root of its share; on GTZAN + corpus it lifted clip accuracy from "
@@ -217,34 +218,6 @@ def load_features(cfg: TrainConfig, s3: S3Options) -> tuple[TrainConfig, list[st
     except (storage.StorageError, FileNotFoundError, ValueError) as e:
         raise JobError(str(e)) from e
     return dataclasses.replace(cfg, classes=classes), shard_dirs, fcfg, files, sources, windows
-
-
-def run_name(cfg: TrainConfig, s3: S3Options) -> tuple[str, str]:
-    """-> (NAME, OUT/NAME): --resume's (must exist), --name's or a new time-stamped one (must not exist)."""
-    name = cfg.resume or cfg.name or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    run_root = storage.join(cfg.output, name)
-    if cfg.resume and not storage.exists(run_root, s3):
-        raise JobError(f"--resume {name}: {run_root} does not exist")
-    if not cfg.resume and storage.exists(run_root, s3):
-        raise JobError(f"{run_root} already exists: pass --resume {name} to continue it or choose another --name")
-    if cfg.resume:
-        check_resume(cfg, run_root, s3)
-    return name, run_root
-
-
-def check_resume(cfg: TrainConfig, run_root: str, s3: S3Options) -> None:
-    """--resume goes on with the run's own --ema-decay (the best epoch kept so far, and the average itself, would
-    otherwise be of other weights than the rest of the run's) and --channels (its checkpoints' shapes)."""
-    for uri in (storage.join(run_root, "train_config.json"), storage.join(run_root, "fold-0", "train_config.json")):
-        if storage.exists(uri, s3):
-            run = storage.read_json(uri, s3)
-            for key, was, now in (("ema-decay", run.get("ema_decay", 0.0), cfg.ema_decay),
-                                  ("channels", ",".join(map(str, run.get("channels", NetConfig.channels))),
-                                   ",".join(map(str, cfg.channels)))):
-                if was != now:
-                    raise JobError(f"--resume {cfg.resume}: {uri} was trained with --{key} {was}, not {now}: "
-                                   f"pass --{key} {was}")
-            return
 
 
 def result_of(cfg: TrainConfig, name: str, run_root: str, results: list[dict], wall: float,

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from model import FeatureConfig, NetConfig
+from model.net import POOLINGS
 from pipelines.storage import S3Options
 
 WEIGHTINGS = ("balanced", "sqrt", "none")    # --class-weighting, see class_weights()
@@ -52,6 +53,7 @@ class TrainConfig:
     folds: int = 0
     classes: tuple[str, ...] = ()
     channels: tuple[int, ...] = NetConfig.channels
+    pooling: str = NetConfig.pooling
     class_weighting: str = "sqrt"
     group_by: str = "file"
     seed: int = 0
@@ -96,7 +98,7 @@ class TrainConfig:
         if self.memory_budget_mb <= 0:
             raise ValueError(f"memory_budget_mb (--memory-budget-mb) must be > 0, got {self.memory_budget_mb}")
         for name, known in (("class_weighting", WEIGHTINGS), ("group_by", ("file", "source")),
-                            ("ingest", ("auto", "memory", "stream"))):
+                            ("ingest", ("auto", "memory", "stream")), ("pooling", POOLINGS)):
             if getattr(self, name) not in known:
                 raise ValueError(f"{name} (--{name.replace('_', '-')}) must be one of {', '.join(known)}, got "
                                  f"{getattr(self, name)!r}")
@@ -116,7 +118,8 @@ class TrainConfig:
         return cls(**d)
 
     def net_config(self) -> NetConfig:
-        return NetConfig(channels=tuple(self.channels), n_classes=len(self.classes), classes=self.classes)
+        return NetConfig(channels=tuple(self.channels), n_classes=len(self.classes), classes=self.classes,
+                         pooling=self.pooling)
 
     def lr_at(self, epoch_pos: float) -> float:
         """Linear warm-up over warmup_epochs, then cosine from lr to lr * 0.01 at the last epoch."""

@@ -1,11 +1,19 @@
-"""What a training job runs, before Ray starts: the classes (--classes, else those the features hold), one
-train/val/test run or K cross-validation folds over the files, and the folds' summary (cv.json)."""
+"""What a training job runs, before Ray starts: the classes (--classes, else those the features hold), the run's
+name (a --resume checked against the run's settings), one train/val/test run or K cross-validation folds over
+the files, and the folds' summary (cv.json)."""
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import numpy as np
 
+from model import NetConfig
+from pipelines import storage
+from pipelines.errors import JobError
 from pipelines.splits import fold_roles, split_roles
+from pipelines.storage import S3Options
 from pipelines.train_config import TrainConfig
 
 CANONICAL = ("music", "speech", "noise")  # class order when --classes is not given
@@ -28,6 +36,35 @@ def select_classes(cfg: TrainConfig, files: dict) -> tuple[tuple[str, ...], dict
         raise ValueError(f"{cfg.features} holds no files of class(es) {missing} (of --classes {','.join(classes)}); "
                          "training needs >= 2 classes, each with files")
     return classes, files
+
+
+def run_name(cfg: TrainConfig, s3: S3Options) -> tuple[str, str]:
+    """-> (NAME, OUT/NAME): --resume's (must exist), --name's or a new time-stamped one (must not exist)."""
+    name = cfg.resume or cfg.name or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    run_root = storage.join(cfg.output, name)
+    if cfg.resume and not storage.exists(run_root, s3):
+        raise JobError(f"--resume {name}: {run_root} does not exist")
+    if not cfg.resume and storage.exists(run_root, s3):
+        raise JobError(f"{run_root} already exists: pass --resume {name} to continue it or choose another --name")
+    if cfg.resume:
+        check_resume(cfg, run_root, s3)
+    return name, run_root
+
+
+def check_resume(cfg: TrainConfig, run_root: str, s3: S3Options) -> None:
+    """--resume goes on with the run's own --ema-decay (the best epoch kept so far, and the average itself, would
+    otherwise be of other weights than the rest of the run's), --channels and --pooling (its checkpoints' shapes)."""
+    for uri in (storage.join(run_root, "train_config.json"), storage.join(run_root, "fold-0", "train_config.json")):
+        if storage.exists(uri, s3):
+            run = storage.read_json(uri, s3)
+            for key, was, now in (("ema-decay", run.get("ema_decay", 0.0), cfg.ema_decay),
+                                  ("channels", ",".join(map(str, run.get("channels", NetConfig.channels))),
+                                   ",".join(map(str, cfg.channels))),
+                                  ("pooling", run.get("pooling", NetConfig.pooling), cfg.pooling)):
+                if was != now:
+                    raise JobError(f"--resume {cfg.resume}: {uri} was trained with --{key} {was}, not {now}: "
+                                   f"pass --{key} {was}")
+            return
 
 
 def plan_runs(cfg: TrainConfig, files: dict, sources: dict, name: str, run_root: str) -> tuple[list, str]:

@@ -5,11 +5,11 @@ import torch
 from model import Conv3DNet, FastConv3D, FeatureConfig, NetConfig, expand, featurize
 
 
-def _net(seed: int, train_steps: int, channels: tuple = NetConfig.channels) -> Conv3DNet:
+def _net(seed: int, train_steps: int, channels: tuple = NetConfig.channels, pooling: str = "mean") -> Conv3DNet:
     """A network with non-trivial BatchNorm (negative scales too) and, for train_steps > 0, weights moved
     away from their initialization by a few AdamW steps on random data."""
     torch.manual_seed(seed)
-    net = Conv3DNet(NetConfig(channels=channels))
+    net = Conv3DNet(NetConfig(channels=channels, pooling=pooling))
     opt = torch.optim.AdamW(net.parameters(), 1e-2)
     for _ in range(train_steps):
         x = expand(torch.randint(0, 256, (2, 128, 40), dtype=torch.uint8))
@@ -26,12 +26,14 @@ def _net(seed: int, train_steps: int, channels: tuple = NetConfig.channels) -> C
     return net.eval()
 
 
-@pytest.mark.parametrize("seed,train_steps,channels", [(1, 0, (32, 64, 128)), (2, 3, (32, 64, 128)), (3, 1, (48, 96, 192))])
-def test_fast_forward_equals_plain_network(seed, train_steps, channels):
+@pytest.mark.parametrize("seed,train_steps,channels,pooling", [(1, 0, (32, 64, 128), "mean"), (2, 3, (32, 64, 128), "mean"),
+                                                               (3, 1, (48, 96, 192), "mean"), (4, 1, (32, 64, 128), "stats")])
+def test_fast_forward_equals_plain_network(seed, train_steps, channels, pooling):
     """The exact speedups (conv 1 as a lookup, pooling before ReLU/BN, oneDNN direct) change nothing but
-    float rounding: batches of 1 and 3, odd frame counts, chunking, BN scales of both signs, a wider network."""
+    float rounding: batches of 1 and 3, odd frame counts, chunking, BN scales of both signs, a wider network,
+    statistics pooling."""
     cfg = FeatureConfig()
-    net = _net(seed, train_steps, channels)
+    net = _net(seed, train_steps, channels, pooling)
     fast = FastConv3D(net, chunk_frames=64)
     rng = np.random.default_rng(seed)
     for B, seconds in ((1, 3.0), (3, 2.7)):

@@ -1,5 +1,6 @@
 import io
 
+import pytest
 import torch
 
 from model import Conv3DNet, FeatureConfig, NetConfig, count_parameters, load_checkpoint, save_checkpoint
@@ -41,3 +42,29 @@ def test_config_and_checkpoint_round_trip():
     net2, fcfg, ckpt = load_checkpoint(buf)             # torch.load(weights_only=True) inside
     assert fcfg == FeatureConfig(n_mels=32) and net2.cfg == cfg and ckpt["epoch"] == 3
     assert torch.equal(net(x), net2(x))
+
+
+def test_stats_pooling_mean_and_std_over_time():
+    """pooling "stats": the head sees each channel's mean and standard deviation over each stretch of time."""
+    torch.manual_seed(0)
+    net = Conv3DNet(NetConfig(channels=(8, 16, 32), pooling="stats")).eval()
+    assert net.head[0].in_features == 64
+    x = torch.rand(2, 4, 10, 128, 216)
+    with torch.no_grad():
+        h = net.features(x).mean(dim=(2, 3))                            # (2, 32, 27)
+        local = net.local_logits(x, pool_steps=5)                      # 27 steps -> 6 stretches, the last of 2
+        assert local.shape == (2, 6, 2)
+        for j, (a, b) in enumerate(((0, 5), (25, 27))):
+            part = h[:, :, a:b]
+            stats = torch.cat([part.mean(2), part.var(2, unbiased=False).add(1e-5).sqrt()], 1)
+            assert torch.allclose(local[:, 5 * j], net.head(stats), atol=1e-5)
+        assert torch.allclose(net.local_logits(x, None)[:, 0], net(x), atol=1e-6)
+        assert not torch.allclose(net(x), net.head(torch.cat([h.mean(2), torch.zeros_like(h.mean(2))], 1)))
+    buf = io.BytesIO()
+    save_checkpoint(buf, net, FeatureConfig(), epoch=0, metrics={})
+    buf.seek(0)
+    assert load_checkpoint(buf)[0].cfg.pooling == "stats"
+    with pytest.raises(ValueError, match="pooling"):
+        NetConfig(pooling="max")
+    old = {k: v for k, v in NetConfig().to_dict().items() if k != "pooling"}   # checkpoints written before it
+    assert NetConfig.from_dict(old).pooling == "mean"

@@ -166,6 +166,7 @@ def test_checkpoints_on_s3_and_resume(features, bucket, s3_server):
     assert job.main([*args, "--name", "s", "--epochs", "2"]) == 2
     assert job.main([*args, "--resume", "s", "--epochs", "2", "--ema-decay", "0.9"]) == 2   # not the run's
     assert job.main([*args, "--resume", "s", "--epochs", "2", "--channels", "48,96,192"]) == 2   # not the run's
+    assert job.main([*args, "--resume", "s", "--epochs", "2", "--pooling", "stats"]) == 2             # not the run's
     assert job.main([*args, "--resume", "s", "--epochs", "2"]) == 0
     m = storage.read_json(f"{out}/s/report/metrics.json", s3)
     assert m["starts"] == [0, 1] and [h["epoch"] for h in m["history"]] == [0, 1]

@@ -56,6 +56,16 @@ def test_channels_widen_the_network_and_are_checked():
             TrainConfig(channels=bad)
 
 
+def test_pooling_reaches_the_network_and_is_checked():
+    cfg = TrainConfig.from_dict({**_cli("--pooling", "stats"), "classes": ("music", "speech")})
+    assert cfg.pooling == "stats" and TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    net, *_ = prepare(dataclasses.replace(cfg, class_weights=(1.0, 1.0)), None, torch.device("cpu"), 1)
+    assert net.cfg.pooling == "stats" and net.head[0].in_features == 2 * 128
+    assert TrainConfig().net_config().pooling == "mean"                  # the seed's network by default
+    with pytest.raises(ValueError, match="--pooling"):
+        TrainConfig(pooling="max")
+
+
 def test_resolve_derives_steps_weights_crops_and_workers():
     fcfg = FeatureConfig(window_seconds=4.0)
     windows = {u: 2 if "music" in u else 1 for u in FILES}      # twice the music windows
