@@ -547,3 +547,23 @@ def test_the_wider_network_cost_is_its_results_file():
     b = readme_from("`--channels 48,96,192` trains a wider network", 500)
     assert f"{wide['vs_first']['parameters']:.2f}x the parameters, {wide['vs_first']['step_s']:.2f}x the time" in b
     assert f"({wide['step_s']:.2f} against {base['step_s']:.2f} s for {r['batch']} crops" in b
+
+
+def test_the_wider_network_on_held_out_sources_is_its_results_file():
+    r, base = results("robustness-wide-lso.json"), results("robustness-ema-lso.json")
+    assert r["lso_args"] == [*base["lso_args"], "--channels", "48,96,192"] and not r["dirty"]
+    lso, old = r["leave_source_out"], base["leave_source_out"]
+    b = readme_from("**A wider network (`train --channels 48,96,192`)", 1600)
+    folds = lambda x: " / ".join(f"{a * 100:.1f}" for a in x["fold_accuracies"])  # noqa: E731
+    assert f"per fold {folds(lso)}% ({folds(old)}%)" in b and f"{lso['wall_s']:,.0f} s" in b
+    keys = ("corpus_music_speech_accuracy", "noise_recall", "gtzan_unseen_accuracy")
+    for new, was in ((lso, old), (lso["noise_weight_sweep"]["0.6"], old["noise_weight_sweep"]["0.6"])):
+        assert f"{pct(new[keys[1]])}, {pct(new[keys[2]])} ({', '.join(pct(was[k]) for k in keys)})" in \
+            b.replace("noise recall ", "").replace("GTZAN unseen ", "").replace("music/speech ", "").replace("% noise", "%, noise"), new
+        assert pct(new[keys[0]]) in b
+    lt, bt = r["leave_source_out_timelines"]["all"], base["leave_source_out_timelines"]["all"]
+    assert f"{bt['music']['f1']:.3f} / {bt['speech']['f1']:.3f} → {lt['music']['f1']:.3f} / {lt['speech']['f1']:.3f}" in b
+    src, was = lso["noise_weight_sweep"]["0.6"]["per_source"], old["noise_weight_sweep"]["0.6"]["per_source"]
+    for key, label in (("warzone2100-music (music)", "music"), ("fretsonfire-songs-muldjord+sectoid (music)", "music"),
+                       ("qabcs-data(noises) (noise)", "noise")):
+        assert f"{was[key][label]} → {src[key][label]} of {sum(src[key].values())}" in b, key
