@@ -67,6 +67,7 @@ if __package__ in (None, ""):  # `python pipelines/train.py`: make the repositor
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))
 
 from model import FeatureConfig  # noqa: E402  (benchmarks/accuracy.py reads train.FeatureConfig)
+from model.net import POOLINGS  # noqa: E402
 from pipelines import console, shards, storage, train_data  # noqa: E402
 from pipelines.errors import JobError, run_cli  # noqa: E402
 from pipelines.storage import S3Options  # noqa: E402
@@ -145,7 +146,7 @@ def parser() -> argparse.ArgumentParser:
                                      "labels are ignored")
     p.add_argument("--channels", default=(32, 64, 128), help="the three conv blocks' widths, comma-separated: "
                    "the seed's network, or a wider one of the same family (e.g. 48,96,192: ~2x the convolutions' work)")
-    p.add_argument("--pooling", choices=["mean", "stats"], default="mean", help="over time, before the dense head: "
+    p.add_argument("--pooling", choices=POOLINGS, default=POOLINGS[0], help="over time, before the dense head: "
                    "mean (the seed's) or stats (each channel's mean and standard deviation, model/net.py)")
     p.add_argument("--class-weighting", choices=["balanced", "sqrt", "none"], default="sqrt",
                    help="loss weight per class from its training windows: balanced (every class alike), sqrt "
