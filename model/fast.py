@@ -85,8 +85,8 @@ class FastConv3D:
             h = self._relu_bn(F.max_pool3d(self._conv(h, w, b), 2), i)
         return h
 
-    def local_logits(self, index, pool_steps: int | None):
-        """(B, n_local, n_classes) logits, as net.local_logits(expand(index), pool_steps) (the same signature);
-        pool_steps None: one global logit per window, as net(expand(index))."""
+    def local_logits(self, index, pool_steps: int | None, context_steps: int | None = None):
+        """(B, n_local, n_classes) logits, as net.local_logits(expand(index), pool_steps, context_steps) (the same
+        signature); pool_steps None: one global logit per window, as net(expand(index))."""
         h = self.features(index).mean(dim=(2, 3))                      # (B, C, W')
-        return self.net.head(pool_time(h, pool_steps, self.net.cfg.pooling))
+        return self.net.head(pool_time(h, pool_steps, self.net.cfg.pooling, context_steps))

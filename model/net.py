@@ -14,6 +14,7 @@ its average; the head's input doubles (2C).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -90,24 +91,33 @@ class Conv3DNet(nn.Module):
         h = self.features(x).mean(dim=(2, 3))                      # (B, C, W')
         return self.head(pool_time(h, None, self.cfg.pooling)[:, 0])  # (B, n_classes) logits
 
-    def local_logits(self, x: torch.Tensor, pool_steps: int | None) -> torch.Tensor:
+    def local_logits(self, x: torch.Tensor, pool_steps: int | None, context_steps: int | None = None) -> torch.Tensor:
         """Logits for consecutive time stretches of one forward pass: average-pool the feature map over
         pool_steps of its time steps (time_stride frames each) instead of all of them; None: one global
-        logit per window. (B, ...) -> (B, n_local, n_classes). FastConv3D.local_logits: same signature."""
+        logit per window; context_steps: see pool_time. (B, ...) -> (B, n_local, n_classes).
+        FastConv3D.local_logits: same signature."""
         h = self.features(x).mean(dim=(2, 3))                      # (B, C, W')
-        return self.head(pool_time(h, pool_steps, self.cfg.pooling))  # (B, n_local, n_classes)
+        return self.head(pool_time(h, pool_steps, self.cfg.pooling, context_steps))  # (B, n_local, n_classes)
 
 
-def pool_time(h: torch.Tensor, pool_steps: int | None, pooling: str = "mean") -> torch.Tensor:
+def pool_time(h: torch.Tensor, pool_steps: int | None, pooling: str = "mean",
+              context_steps: int | None = None) -> torch.Tensor:
     """(B, C, W') feature map over time -> (B, n_local, C) means over consecutive stretches of pool_steps
     time steps (the last one may be shorter; None: one over all of them); pooling "stats" appends each
-    stretch's standard deviation: (B, n_local, 2C)."""
-    k = h.shape[2] if pool_steps is None else max(1, int(pool_steps))
-    mean = nn.functional.avg_pool1d(h, kernel_size=k, stride=k, ceil_mode=True)   # (B, C, n_local)
+    stretch's standard deviation: (B, n_local, 2C). With "stats" and context_steps > pool_steps, each stretch's
+    statistics are taken over ~context_steps steps centred on it (cut at the window's edges), the span the
+    network trained on: a standard deviation over the ~5 steps of a 1 s stretch is another quantity than over
+    a 3 s crop's 16, and labeling timelines with it lost most of what the folds' clip figures gained (README)."""
+    L = h.shape[2]
+    k = L if pool_steps is None else max(1, int(pool_steps))
+    c = k if pooling == "mean" or not context_steps or context_steps <= k or L < k else \
+        k + 2 * -(-(int(context_steps) - k) // 2)                   # centred: c - k even
+    pool = functools.partial(nn.functional.avg_pool1d, kernel_size=c, stride=k, padding=(c - k) // 2,
+                             ceil_mode=True, count_include_pad=False)
+    mean = pool(h)                                                  # (B, C, n_local), n_local = ceil(L / k)
     if pooling == "mean":
         return mean.transpose(1, 2)
-    sq = nn.functional.avg_pool1d(h * h, kernel_size=k, stride=k, ceil_mode=True)
-    std = torch.sqrt((sq - mean * mean).clamp(min=0.0) + 1e-5)   # the epsilon keeps the gradient finite at 0
+    std = torch.sqrt((pool(h * h) - mean * mean).clamp(min=0.0) + 1e-5)   # the epsilon keeps the gradient finite at 0
     return torch.cat([mean, std], dim=1).transpose(1, 2)
 
 

@@ -115,16 +115,18 @@ class Scorer:
 
         if device == "cpu":
             torch.set_num_threads(max(1, threads))
-        self.members, self.device = [], device     # (network, its fast forward or None), --model first
+        # (network, its fast forward or None, the time steps its crops spanned in training), --model first
+        self.members, self.device = [], device
         for data in (checkpoint, *ensemble):
-            net, cfg, _ = load_checkpoint(io.BytesIO(data))
+            net, cfg, ckpt = load_checkpoint(io.BytesIO(data))
             if net.time_stride != STEP:   # the time spans of the local scores assume the seed's three blocks
                 raise ValueError(f"the checkpoint's network pools time by {net.time_stride}; the labeling job's "
                                  f"windows assume {STEP} (pipelines/windows.py STEP)")
             if self.members and (cfg != self.cfg or list(net.cfg.classes) != self.classes):
                 raise ValueError("the ensemble's checkpoints differ in features or classes")
             self.cfg, self.classes = cfg, list(net.cfg.classes)
-            self.members.append((net.to(device), None if exact_plain else FastConv3D(net, cfg.n_bins, device=device)))
+            self.members.append((net.to(device), None if exact_plain else FastConv3D(net, cfg.n_bins, device=device),
+                                 int(ckpt.get("eval_crop_frames", 0)) // STEP or None))   # --pooling stats' span
         self.pool_steps = pool_steps_for(resolution_seconds, self.cfg)
         # --class-prior: each class's probability times its weight, renormalized (log weight added to its logit)
         self.log_prior = torch.log(torch.tensor([float((class_prior or {}).get(k, 1.0)) for k in self.classes]))
@@ -141,13 +143,13 @@ class Scorer:
 
         from model import expand
 
-        net, fast = self.members[member]
+        net, fast, context = self.members[member]
 
         def one_pass(ix):
             if fast is not None:
-                return fast.local_logits(ix, self.pool_steps)
+                return fast.local_logits(ix, self.pool_steps, context)
             x = expand(ix.to(self.device), self.cfg.n_bins)
-            return net(x)[:, None] if self.pool_steps is None else net.local_logits(x, self.pool_steps)
+            return net(x)[:, None] if self.pool_steps is None else net.local_logits(x, self.pool_steps, context)
 
         per_pass = 1 if self.device == "cpu" and fast is not None else len(index)
         with torch.inference_mode():

@@ -42,9 +42,9 @@ def test_fast_forward_equals_plain_network(seed, train_steps, channels, pooling)
         idx = featurize(x, cfg.sample_rate, cfg)
         with torch.inference_mode():
             assert torch.allclose(fast.features(idx), net.features(expand(idx)), atol=2e-5, rtol=1e-4)
-            for k in (1, 5):
-                ref = net.local_logits(expand(idx), k)
-                assert torch.allclose(fast.local_logits(idx, k), ref, atol=2e-5, rtol=1e-4)
+            for k, context in ((1, None), (5, None), (5, 16)):
+                ref = net.local_logits(expand(idx), k, context)
+                assert torch.allclose(fast.local_logits(idx, k, context), ref, atol=2e-5, rtol=1e-4)
             assert torch.allclose(fast.local_logits(idx, None)[:, 0], net(expand(idx)), atol=2e-5, rtol=1e-4)
 
 

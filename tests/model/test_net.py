@@ -59,6 +59,14 @@ def test_stats_pooling_mean_and_std_over_time():
             stats = torch.cat([part.mean(2), part.var(2, unbiased=False).add(1e-5).sqrt()], 1)
             assert torch.allclose(local[:, 5 * j], net.head(stats), atol=1e-5)
         assert torch.allclose(net.local_logits(x, None)[:, 0], net(x), atol=1e-6)
+        # labeling short stretches: statistics over ~16 steps centred on each (17: centred on 5), cut at the edges
+        wide = net.local_logits(x, pool_steps=5, context_steps=16)
+        assert wide.shape == (2, 6, 2)
+        for j, (a, b) in enumerate(((0, 11), (4, 21), (19, 27))):
+            part = h[:, :, a:b]
+            stats = torch.cat([part.mean(2), part.var(2, unbiased=False).add(1e-5).sqrt()], 1)
+            assert torch.allclose(wide[:, (0, 2, 5)[j]], net.head(stats), atol=1e-5), j
+        assert torch.equal(net.local_logits(x, 16, 16), net.local_logits(x, 16))   # a crop's span: no context
         assert not torch.allclose(net(x), net.head(torch.cat([h.mean(2), torch.zeros_like(h.mean(2))], 1)))
     buf = io.BytesIO()
     save_checkpoint(buf, net, FeatureConfig(), epoch=0, metrics={})

@@ -136,3 +136,30 @@ def test_the_plan_takes_an_ensemble_only_of_the_models_classes_and_features_and_
                     dataclasses.replace(resume, ensemble=(_checkpoint(tmp_path / "third.pt", 3),))):
         with pytest.raises(JobError, match="another model or settings"):
             files_to_do(changed, plan(changed, None), None)
+
+
+def test_a_stats_pooling_network_labels_stretches_with_the_span_it_trained_on(tmp_path):
+    import io
+
+    import numpy as np
+
+    from model import expand, load_checkpoint
+    from pipelines.scoring import Scorer, pool_steps_for
+
+    torch.manual_seed(3)
+    net = Conv3DNet(NetConfig(channels=(8, 16, 32), pooling="stats")).eval()
+    net.head[-1].weight.data *= 300          # untrained logits barely move; this makes the difference show
+    buf = io.BytesIO()
+    save_checkpoint(buf, net,
+                    FeatureConfig(window_seconds=4.0), eval_crop_frames=129)   # 3 s crops: 16 steps
+    data = buf.getvalue()
+    batch = _window_batch()
+    probs = lambda **kw: np.array(Scorer(data, 1.0, 1, **kw)(batch).column("probs")[0].as_py()).reshape(-1, 2)  # noqa: E731
+    net, fcfg, _ = load_checkpoint(io.BytesIO(data))
+    x = expand(torch.from_numpy(np.frombuffer(batch.column("index")[0].as_py(), np.uint8).reshape(1, 128, 173).copy()))
+    with torch.no_grad():
+        logits, narrow = (net.local_logits(x, pool_steps_for(1.0, fcfg), c)[0] for c in (16, None))
+    want = torch.softmax(logits, -1).numpy()
+    assert np.allclose(probs(), want, atol=1e-4) and np.allclose(probs(exact_plain=True), want, atol=1e-5)
+    narrow = torch.softmax(narrow, -1).numpy()     # the 1 s stretches' own statistics: another answer
+    assert np.abs(want - narrow).max() > 0.005    # far beyond the tolerances above
