@@ -57,7 +57,7 @@ def lso_timelines(a, n: int = 2, minutes: float = 5.0) -> dict:
         out = os.path.join(labels, f"lso-fold-{k}")
         if not os.path.exists(os.path.join(out, "_SUCCESS.json")):
             run_job("label", ["--input", os.path.join(root, "in"), "--model", os.path.join(run, f"fold-{k}", "model.pt"),
-                              "--output", out, "--overwrite", *a.label_args.split()])
+                              "--output", out, "--overwrite", *a.label_args.split(), *ensemble_args(a, k)])
         segs = storage.read_table(os.path.join(out, "segments.parquet")).to_pylist()
         tr, pr = combined(truth, lambda p: [(s["start"], s["end"], s["label"]) for s in segs if s["uri"] == p])
         per_fold.append(grid_eval(pr, tr))
@@ -68,6 +68,17 @@ def lso_timelines(a, n: int = 2, minutes: float = 5.0) -> dict:
     return {"per_fold": per_fold, "all": grid_eval(P, T), "timelines_per_fold": n, "minutes": minutes}
 
 
+def ensemble_args(a, k: int) -> list[str]:
+    """`--ensemble` of fold k's networks of the runs under a.ensemble_works (comma-separated --work folders of
+    robustness runs on the same folds: fold k's test files checked equal), or []."""
+    works = [w for w in (getattr(a, "ensemble_works", "") or "").split(",") if w]
+    mine = storage.read_json(os.path.join(a.work, "runs", "lso", f"fold-{k}", "splits.json"))["test"]
+    for w in works:
+        if storage.read_json(os.path.join(w, "runs", "lso", f"fold-{k}", "splits.json"))["test"] != mine:
+            raise SystemExit(f"--ensemble-works {w}: fold {k} holds other test files than {a.work}'s")
+    return ["--ensemble", ",".join(os.path.join(w, "runs", "lso", f"fold-{k}", "model.pt") for w in works)] if works else []
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Each leave-source-out fold's network labels timelines of its held-out "
                                             "sources (the folds of a benchmarks/robustness.py run); writes "
@@ -76,6 +87,8 @@ def main(argv=None) -> int:
     p.add_argument("--lso-folds", type=int, default=3, help="folds of that run")
     p.add_argument("--label-args", default="", help="pipelines/label.py flags (quoted)")
     p.add_argument("--name", required=True, help="results file (and WORK/labels-NAME)")
+    p.add_argument("--ensemble-works", default="", help="comma-separated --work folders of runs on the same folds: "
+                   "each fold labels with theirs too (label --ensemble)")
     a = p.parse_args(argv)
     a.work = os.path.abspath(a.work)
     if not os.path.exists(os.path.join(a.work, "runs", "lso", "cv.json")):
@@ -83,6 +96,7 @@ def main(argv=None) -> int:
                 "--lso-folds K first")
     lt = lso_timelines(a)
     path = write_results(a.name, {"leave_source_out_timelines": lt, "label_args": a.label_args.split(),
+                                  "ensemble_args": [ensemble_args(a, k) for k in range(a.lso_folds)],
                                   "models": [os.path.join(a.work, "runs", "lso", f"fold-{k}", "model.pt")
                                              for k in range(a.lso_folds)]})
     print(f"lso_timelines: done: music F1 {lt['all']['music']['f1']:.3f}, speech F1 {lt['all']['speech']['f1']:.3f} "
