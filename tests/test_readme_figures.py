@@ -567,3 +567,55 @@ def test_the_wider_network_on_held_out_sources_is_its_results_file():
     for key, label in (("warzone2100-music (music)", "music"), ("fretsonfire-songs-muldjord+sectoid (music)", "music"),
                        ("qabcs-data(noises) (noise)", "noise")):
         assert f"{was[key][label]} → {src[key][label]} of {sum(src[key].values())}" in b, key
+
+
+def _three(d: dict) -> str:
+    return ", ".join(pct(d[k]) for k in ("corpus_music_speech_accuracy", "noise_recall", "gtzan_unseen_accuracy"))
+
+
+def _pair(t: dict) -> str:
+    return f"{t['music']['f1']:.3f} / {t['speech']['f1']:.3f}"
+
+
+def test_statistics_pooling_on_held_out_sources_is_its_results_files():
+    r, base = results("robustness-stats-lso.json"), results("robustness-ema-lso.json")
+    assert r["lso_args"] == [*base["lso_args"], "--pooling", "stats"] and not r["dirty"]
+    lso, old = r["leave_source_out"], base["leave_source_out"]
+    b = readme_from("**Statistics pooling (`train --pooling stats`)", 2400)
+    flat = b.replace("music/speech ", "").replace("noise recall ", "").replace("GTZAN unseen ", "")
+    folds = lambda x: " / ".join(f"{a * 100:.1f}" for a in x["fold_accuracies"])  # noqa: E731
+    assert f"per fold {folds(lso)}% ({folds(old)}%)" in b and f"{lso['wall_s']:,.0f} s" in b
+    assert f"{_three(lso)} ({_three(old)})" in flat
+    w6, o6 = lso["noise_weight_sweep"]["0.6"], old["noise_weight_sweep"]["0.6"]
+    assert f"{_three(w6)} ({_three(o6)})" in flat
+    for key, label in (("qabcs-data(noises) (noise)", "noise"), ("scratch(sfx) (noise)", "noise"),
+                       ("tuxpaint-stamps-default(sfx) (noise)", "noise"), ("fillets-ng-data-nl (speech)", "speech"),
+                       ("fillets-ng-data-cs (speech)", "speech")):
+        assert f"{o6['per_source'][key][label]} → {w6['per_source'][key][label]} of {sum(w6['per_source'][key].values())}" in b, key
+    assert f"got segment F1 music / speech {_pair(r['leave_source_out_timelines']['all'])}" in b
+    ctx, bt = results("lso-timelines-stats-context.json"), base["leave_source_out_timelines"]
+    assert ctx["models"][0] == "/work/rb18/runs/lso/fold-0/model.pt" and not ctx["dirty"]
+    assert ctx["label_args"] == ["--class-prior", "noise=0.6"]
+    c = ctx["leave_source_out_timelines"]
+    assert f"with that {_pair(c['all'])}" in b and f"pooling's {_pair(bt['all'])}" in b
+    assert f"({_pair(c['per_fold'][1])} against {_pair(bt['per_fold'][1])})" in b
+    s3, e3 = results("lso-timelines-stats-res3.json"), results("lso-timelines-ema-res3.json")
+    assert s3["label_args"] == e3["label_args"] == ["--class-prior", "noise=0.6", "--resolution-seconds", "3"]
+    assert e3["models"][0] == "/work/rb12/runs/lso/fold-0/model.pt" and not s3["dirty"] and not e3["dirty"]
+    assert f"{_pair(s3['leave_source_out_timelines']['all'])} against {_pair(e3['leave_source_out_timelines']['all'])}" in b
+
+
+def test_both_networks_on_held_out_sources_are_their_results_files():
+    e = results("lso-ensemble-ema-stats.json")
+    assert e["works"] == ["/work/rb12", "/work/rb18"] and not e["dirty"]
+    lso = e["leave_source_out"]
+    b = readme_from("**Both networks (`label --ensemble`)", 1500)
+    flat = b.replace("music/speech ", "").replace("noise recall ", "").replace("GTZAN unseen ", "")
+    assert "per fold " + " / ".join(f"{a * 100:.1f}" for a in lso["fold_accuracies"]) + "%" in b
+    assert _three(lso) in flat
+    assert f"{_three(lso['noise_weight_sweep']['0.6'])}, and at 0.5 {_three(lso['noise_weight_sweep']['0.5'])}" in flat
+    assert lso["noise_weight_sweep"]["0.5"]["corpus_music_speech_accuracy"] >= 0.95
+    t, one = results("lso-timelines-ensemble-ema-stats.json"), results("robustness-ema-lso.json")
+    assert t["ensemble_args"][2] == ["--ensemble", "/work/rb18/runs/lso/fold-2/model.pt"] and not t["dirty"]
+    assert f"{_pair(t['leave_source_out_timelines']['all'])} against one network's " \
+           f"{_pair(one['leave_source_out_timelines']['all'])}" in b
