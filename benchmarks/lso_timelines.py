@@ -72,11 +72,13 @@ def ensemble_args(a, k: int) -> list[str]:
     """`--ensemble` of fold k's networks of the runs under a.ensemble_works (comma-separated --work folders of
     robustness runs on the same folds: fold k's test files checked equal), or []."""
     works = [w for w in (getattr(a, "ensemble_works", "") or "").split(",") if w]
+    if not works:
+        return []
     mine = storage.read_json(os.path.join(a.work, "runs", "lso", f"fold-{k}", "splits.json"))["test"]
     for w in works:
         if storage.read_json(os.path.join(w, "runs", "lso", f"fold-{k}", "splits.json"))["test"] != mine:
             raise SystemExit(f"--ensemble-works {w}: fold {k} holds other test files than {a.work}'s")
-    return ["--ensemble", ",".join(os.path.join(w, "runs", "lso", f"fold-{k}", "model.pt") for w in works)] if works else []
+    return ["--ensemble", ",".join(os.path.join(w, "runs", "lso", f"fold-{k}", "model.pt") for w in works)]
 
 
 def main(argv=None) -> int:
