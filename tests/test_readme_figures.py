@@ -603,6 +603,13 @@ def test_statistics_pooling_on_held_out_sources_is_its_results_files():
     assert s3["label_args"] == e3["label_args"] == ["--class-prior", "noise=0.6", "--resolution-seconds", "3"]
     assert e3["models"][0] == "/work/rb12/runs/lso/fold-0/model.pt" and not s3["dirty"] and not e3["dirty"]
     assert f"{_pair(s3['leave_source_out_timelines']['all'])} against {_pair(e3['leave_source_out_timelines']['all'])}" in b
+    s10, e10 = results("lso-timelines-stats-w10.json"), results("lso-timelines-ema-w10.json")
+    assert s10["label_args"] == e10["label_args"] == ["--class-prior", "noise=0.6", "--window-seconds", "10"]
+    assert s10["models"][1] == "/work/rb18/runs/lso/fold-1/model.pt" and not s10["dirty"] and not e10["dirty"]
+    b = readme_from("**Statistics pooling (`train --pooling stats`)", 3200)
+    assert f"lift its fold 1 to {_pair(s10['leave_source_out_timelines']['per_fold'][1])} and all folds to " \
+           f"{_pair(s10['leave_source_out_timelines']['all'])}, while the seed's pooling gets " \
+           f"{_pair(e10['leave_source_out_timelines']['all'])}" in b
 
 
 def test_both_networks_on_held_out_sources_are_their_results_files():
