@@ -42,11 +42,16 @@ def leave_source_out(a) -> dict:
     for k in range(a.lso_folds):
         pred = storage.read_json(os.path.join(run, f"fold-{k}", "report", "predictions.json"))
         classes, windows = pred["classes"], windows + pred["windows"]
+    return {"folds": a.lso_folds, "wall_s": cv["wall_seconds"], "confusion_matrix": cv["confusion_matrix"],
+            "classes": cv["classes"], "fold_accuracies": cv["fold_accuracies"], **all_counts(a, windows, classes)}
+
+
+def all_counts(a, windows: list[dict], classes: list[str]) -> dict:
+    """lso_counts of the folds' windows at noise weight 1, the noise clips the label job would call `silence`,
+    and (with a noise class) what `label --class-prior noise=W` would do to sources never trained on."""
     quiet = {w["uri"] for w in windows if w["label"] == "noise" and mostly_silent(w["uri"])}
-    out = {"folds": a.lso_folds, "wall_s": cv["wall_seconds"], "confusion_matrix": cv["confusion_matrix"],
-           "classes": cv["classes"], "fold_accuracies": cv["fold_accuracies"], **lso_counts(a, windows, classes, 1.0, quiet),
-           "noise_clips_silent": len(quiet)}
-    if "noise" in classes:   # what `label --class-prior noise=W` would do to sources never trained on
+    out = {**lso_counts(a, windows, classes, 1.0, quiet), "noise_clips_silent": len(quiet)}
+    if "noise" in classes:
         out["noise_weight_sweep"] = {str(w): lso_counts(a, windows, classes, w, quiet) for w in (1.0, 0.8, 0.6, 0.5, 0.4)}
     return out
 

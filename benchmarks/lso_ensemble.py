@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -23,7 +22,7 @@ if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import REPO, write_results  # noqa: E402
-from benchmarks.lso import lso_counts, mostly_silent  # noqa: E402
+from benchmarks.lso import all_counts  # noqa: E402
 from pipelines import storage  # noqa: E402
 
 
@@ -57,11 +56,7 @@ def main(argv=None) -> int:
         classes, got = averaged(works, k)
         folds.append(float(np.mean([classes[int(np.argmax(x["probs"]))] == x["label"] for x in got])))
         windows += got
-    quiet = {w["uri"] for w in windows if w["label"] == "noise" and mostly_silent(w["uri"])}
-    ns = SimpleNamespace(corpus=a.corpus, data=a.data)
-    lso = {"folds": a.folds, "fold_accuracies": folds, **lso_counts(ns, windows, classes, 1.0, quiet),
-           "noise_clips_silent": len(quiet),
-           "noise_weight_sweep": {str(w): lso_counts(ns, windows, classes, w, quiet) for w in (1.0, 0.8, 0.6, 0.5, 0.4)}}
+    lso = {"folds": a.folds, "fold_accuracies": folds, **all_counts(a, windows, classes)}
     path = write_results(a.name, {"works": works, "leave_source_out": lso})
     for w in ("1.0", "0.6"):
         d = lso["noise_weight_sweep"][w]
