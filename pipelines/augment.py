@@ -12,6 +12,11 @@ normalization: the conditions are applied to the waveform and the result is feat
     over      speech over music (the music is the "noise", the label stays speech)
     speed     played at the wrong speed: resampled by a factor of 0.7..1.4 (log-uniform), tempo and pitch
               together, as a tape or disc run off speed (opt-in: not in featurize's default kinds)
+    montage   a full window strung from 2-8 s pieces of the file and of other files of its label *and source*
+              (voices and levels changing every few seconds, as in a talk show, vox pops or a DJ's set; one
+              source, so leave-source-out folds stay apart), each piece at its own level (opt-in). A corpus
+              clip of 3 s is otherwise a window of its own, normalized alone: training never saw several
+              recordings share one window's normalization, which labeling an archive does all the time.
 
 and, on top of any of them (before the condition, as a programme's own level changes come before the
 channel), with probability `level_prob`:
@@ -35,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 KINDS = ("band", "phone", "noise", "codec", "eq")
+OPT_IN = ("over", "speed", "montage")   # drawn only when asked for ('over' by featurize's defaults)
 
 
 @dataclass(frozen=True)
@@ -50,10 +56,10 @@ class AugmentConfig:
     level_db: float = 30.0
 
     def __post_init__(self):
-        bad = set(self.kinds) - set(KINDS) - {"over", "speed"}
+        bad = set(self.kinds) - set(KINDS) - set(OPT_IN)
         if bad or self.variants < 0 or not self.kinds:
             raise ValueError(f"invalid augment config: variants={self.variants}, kinds={self.kinds} "
-                             f"(known: {KINDS + ('over', 'speed')})")
+                             f"(known: {KINDS + OPT_IN})")
         if not 0.0 <= self.level_prob <= 1.0:
             raise ValueError(f"level_prob (--augment-level-prob) must be in [0, 1], got {self.level_prob}")
         if self.level_db < 0:
@@ -218,6 +224,37 @@ def speed(x: np.ndarray, sr: int, factor: float) -> np.ndarray:
     return np.resize(y, len(x)).astype(np.float32)
 
 
+def montage(x: np.ndarray, sr: int, others: list, rng: np.random.Generator, n: int,
+            piece_s: tuple = (2.0, 8.0), drop_db: float = 10.0) -> tuple[np.ndarray, int]:
+    """(n samples strung from pieces, the number of pieces): one piece of x (at a random place among them)
+    and pieces of x or of `others` (recordings of the same label and source) drawn at random, each 2-8 s (a
+    shorter recording whole), lowered by 0..drop_db dB and ramped in and out over 10 ms."""
+    pool = [a for a in [x, *others] if a is not None and len(a) >= sr // 10]
+    if not pool:
+        return np.zeros(n, np.float32), 0
+    ramp = max(1, sr // 100)
+
+    def piece(a):
+        m = min(len(a), int(rng.uniform(*piece_s) * sr))
+        start = int(rng.integers(0, len(a) - m + 1))
+        y = a[start:start + m].astype(np.float64) * 10.0 ** (-rng.uniform(0.0, drop_db) / 20.0)
+        r = min(ramp, m // 2)
+        y[:r] *= np.linspace(0, 1, r)
+        y[m - r:] *= np.linspace(1, 0, r)
+        return y
+
+    own, parts = piece(pool[0]), []                                   # the file's own audio is always in it
+    total = len(own)
+    while total < n:
+        parts.append(piece(pool[int(rng.integers(len(pool)))]))
+        total += len(parts[-1])
+    parts.insert(int(rng.integers(max(1, len(parts)))), own)           # never last: the last piece is cut to n
+    y = np.concatenate(parts)
+    y = np.pad(y, (0, max(0, n - len(y))))[:n]
+    peak = float(np.max(np.abs(y)))
+    return (y / peak * 0.99 if peak > 0.99 else y).astype(np.float32), len(parts)
+
+
 def colored_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     """White, pink or brown noise when no recorded noise is at hand."""
     w = rng.standard_normal(n)
@@ -255,4 +292,4 @@ def augment(x: np.ndarray, sr: int, kind: str, rng: np.random.Generator, other: 
     if kind == "speed":
         f = round(float(np.exp(rng.uniform(np.log(0.7), np.log(1.4)))) * SPEED_STEPS) / SPEED_STEPS
         return speed(x, sr, f), f"speed{f:.3f}"
-    raise ValueError(f"unknown augmentation {kind!r} (known: {KINDS + ('over', 'speed')})")
+    raise ValueError(f"unknown augmentation {kind!r} (known: {KINDS + OPT_IN[:2]}; 'montage' is montage())")

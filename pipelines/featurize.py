@@ -76,7 +76,9 @@ def parser() -> argparse.ArgumentParser:
                         "inputs' noise files at 0-20 dB SNR, MP3/Ogg at a low bitrate, gain/EQ, and speech over "
                         "the inputs' music (label speech)")
     p.add_argument("--augment-kinds", default=",".join(AUGMENT_KINDS), help="the conditions --augment draws from; "
-                   "also known: speed (played 0.7-1.4x as fast, tempo and pitch together; not drawn by default)")
+                   "also known (not drawn by default): speed (played 0.7-1.4x as fast, tempo and pitch "
+                   "together), montage (a full window of 2-8 s pieces of the file and of other files of its label "
+                   "and source, each at its own level)")
     p.add_argument("--augment-level-prob", type=float, default=0.0, metavar="P",
                    help="the share of augmented copies whose windows also get level steps (2-4 stretches of >= 1 s, "
                         "all but one lowered by 0-30 dB) before their condition: a quiet voice after a loud "
@@ -236,7 +238,7 @@ def featurize(cfg: FeaturizeConfig) -> FeaturizeResult:
     Prints the job's progress lines; raises JobError for bad input and when nothing could be featurized."""
     s3 = S3Options.from_env(cfg.endpoint_url)
     inputs, items = list_inputs(cfg, s3)
-    banks = mixing_banks(items)                 # from every listed file, also those a --resume skips
+    banks = mixing_banks(items, "montage" in cfg.augment_kinds)   # every listed file, also those --resume skips
     items, previous_runs = previous_output(cfg, items, s3)
     items = items * max(1, cfg.repeat)
     console.ensure_ray(cfg.address, cfg.verbose)

@@ -12,15 +12,19 @@ import pyarrow as pa
 
 from model import FeatureConfig
 from pipelines import storage
-from pipelines.augment import AugmentConfig, augment, band_limit, level_steps, rng_for
+from pipelines.augment import AugmentConfig, augment, band_limit, level_steps, montage, rng_for
 from pipelines.shards import ERROR_SCHEMA, FEATURE_SCHEMA
 from pipelines.storage import S3Options
 from pipelines.windows import iter_windows, window_index
 
 
-def copy_plans(item: dict, aug: AugmentConfig, banks: dict) -> list[tuple[int, str, str | None]]:
-    """(copy number, condition, file to mix in) of each augmented copy of a labeled file outside the test
-    split, drawn from (uri, copy number): reruns and --resume agree."""
+MONTAGE_OTHERS = 7   # other recordings a montage draws its pieces from (besides the file's own)
+
+
+def copy_plans(item: dict, aug: AugmentConfig, banks: dict) -> list[tuple[int, str, str | tuple | None]]:
+    """(copy number, condition, file(s) to mix in) of each augmented copy of a labeled file outside the test
+    split, drawn from (uri, copy number): reruns and --resume agree. A montage's files share the item's
+    label and source (banks["montage"], inputs.mixing_banks)."""
     if not aug.variants or item["label"] is None or item["split"] == "test":
         return []
     plans = []
@@ -28,6 +32,12 @@ def copy_plans(item: dict, aug: AugmentConfig, banks: dict) -> list[tuple[int, s
         rng = rng_for(item["uri"], v, aug.seed)
         pool = [k for k in aug.kinds if k != "over" or (item["label"] == "speech" and banks["music"])]
         kind = str(rng.choice(pool))
+        if kind == "montage":
+            same = [u for u in banks.get("montage", {}).get(f"{item['label']}/{item.get('source')}", [])
+                    if u != item["uri"]]
+            pick = rng.choice(len(same), min(MONTAGE_OTHERS, len(same)), replace=False) if same else []
+            plans.append((v, kind, tuple(same[int(i)] for i in pick)))
+            continue
         bank = [u for u in banks["noise" if kind == "noise" else "music"] if u != item["uri"]] \
             if kind in ("noise", "over") else []
         plans.append((v, kind, bank[int(rng.integers(len(bank)))] if bank else None))
@@ -55,7 +65,8 @@ def file_rows(item: dict, cfg: FeatureConfig, aug: AugmentConfig, banks: dict, s
     """Yield (augment tag, Window, uint8 index) for every window of a file and of its augmented copies,
     streamed window by window (pipelines/windows.py: the same windows and indices as the label job)."""
     plans = copy_plans(item, aug, banks)
-    others = {v: head_of(o, cfg, s3, 4 * cfg.window_seconds) for v, _, o in plans}
+    others = {v: [head_of(u, cfg, s3, cfg.window_seconds) for u in o] if isinstance(o, tuple)
+              else head_of(o, cfg, s3, 4 * cfg.window_seconds) for v, _, o in plans}
     frames = cfg.n_frames()
     for i, w in enumerate(iter_windows(item["uri"], cfg, None, s3)):
         yield "", w, window_index(w.samples, cfg, frames)
@@ -65,10 +76,13 @@ def file_rows(item: dict, cfg: FeatureConfig, aug: AugmentConfig, banks: dict, s
             if aug.level_prob and lvl.random() < aug.level_prob:
                 x, gains = level_steps(x, cfg.sample_rate, lvl, aug.level_db)
                 tag += "+level" if len(gains) > 1 else ""                # under 2 s: nothing to step
-            y, _ = augment(x, cfg.sample_rate, kind, rng, others[v], aug)
+            if kind == "montage":                                         # a full window, whatever w's length
+                y, _ = montage(x[:w.n], cfg.sample_rate, others[v], rng, cfg.window_samples)
+            else:
+                y, _ = augment(x, cfg.sample_rate, kind, rng, others[v], aug)
             if cfg.band_limit_hz and 2 * cfg.band_limit_hz < cfg.sample_rate:   # the damage may add highs back
                 y = band_limit(y, cfg.sample_rate, int(round(2 * cfg.band_limit_hz)))
-            yield tag, w, window_index(y, cfg, frames)
+            yield tag, w._replace(n=len(y)) if kind == "montage" else w, window_index(y, cfg, frames)
 
 
 def featurize_files(batch: pa.Table, cfg_dict: dict, aug_dict: dict, banks: dict, s3: S3Options | None,

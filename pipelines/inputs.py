@@ -42,11 +42,16 @@ def list_items(inputs: list[str], manifests: list[str], s3: S3Options | None = N
     return items
 
 
-def mixing_banks(items: list[dict]) -> dict[str, list[str]]:
-    """Files augmentation may mix in: noise (for 'noise') and music (for speech 'over' music), never
-    from the test split."""
-    out = {"noise": [], "music": []}
+def mixing_banks(items: list[dict], montage: bool = False) -> dict:
+    """Files augmentation may mix in, never from the test split: noise (for 'noise'), music (for speech
+    'over' music), and with `montage` under "montage" every labeled file by "label/source" (its pieces)."""
+    out: dict = {"noise": [], "music": []}
+    by_source: dict = {}
     for it in items:
-        if it.get("label") in out and it.get("split") != "test":
+        if it.get("label") is None or it.get("split") == "test":
+            continue
+        if it["label"] in out:
             out[it["label"]].append(it["uri"])
-    return {k: sorted(v) for k, v in out.items()}
+        if montage:
+            by_source.setdefault(f"{it['label']}/{it.get('source')}", []).append(it["uri"])
+    return {**{k: sorted(v) for k, v in out.items()}, "montage": {k: sorted(v) for k, v in by_source.items()}}

@@ -134,3 +134,56 @@ def test_level_steps_are_off_by_default_and_leave_the_stored_config_as_before():
     assert set(A.AugmentConfig(variants=2).to_dict()) == {"variants", "kinds", "snr_db", "over_snr_db", "seed"}
     on = A.AugmentConfig(variants=2, level_prob=0.5)
     assert A.AugmentConfig.from_dict(on.to_dict()) == on and on.to_dict()["level_prob"] == 0.5
+
+
+def tone(hz: float, seconds: float) -> np.ndarray:
+    return (0.5 * np.sin(2 * np.pi * hz * np.arange(int(SR * seconds)) / SR)).astype(np.float32)
+
+
+def test_montage_strings_a_full_window_from_the_recordings_given_each_at_its_own_level():
+    x, others = tone(440, 3.0), [tone(1000, 5.0), tone(2000, 12.0)]
+    y, k = A.montage(x, SR, others, np.random.default_rng(0), SR * 30)
+    assert len(y) == SR * 30 and k >= 4                              # 2-8 s pieces fill 30 s
+    f = np.fft.rfftfreq(len(y), 1 / SR)
+    X = np.abs(np.fft.rfft(y)) ** 2
+    near = lambda hz: X[np.abs(f - hz) < 30].sum() / X.sum()          # noqa: E731
+    assert near(440) > 0.02 and near(440) + near(1000) + near(2000) > 0.99   # its own audio and the others', nothing else
+    frames = np.sqrt(np.mean(y.reshape(-1, SR // 10) ** 2, axis=1))   # 100 ms frames
+    db = 20 * np.log10(frames / (0.5 / np.sqrt(2)))                  # against the tones' own level
+    assert db.max() < 0.01 and db.min() > -10 - 2                    # lowered by 0-10 dB; no gap (10 ms ramps)
+    assert np.ptp(db) > 3                                            # the pieces' levels differ
+    again, _ = A.montage(x, SR, others, np.random.default_rng(0), SR * 30)
+    assert np.array_equal(y, again)
+    alone, _ = A.montage(x, SR, [], np.random.default_rng(1), SR * 10)   # a source of one file: pieces of it
+    Xa = np.abs(np.fft.rfft(alone)) ** 2
+    fa = np.fft.rfftfreq(len(alone), 1 / SR)
+    assert len(alone) == SR * 10 and Xa[np.abs(fa - 440) < 30].sum() / Xa.sum() > 0.99
+
+
+def test_montage_draws_other_files_of_the_same_label_and_source_only(tmp_path):
+    import soundfile as sf
+
+    from model import FeatureConfig
+    from pipelines.featurize_rows import copy_plans, file_rows
+    from pipelines.inputs import mixing_banks
+
+    def item(name, label, source, split="train", seconds=3.0):
+        p = str(tmp_path / name)
+        sf.write(p, make_clip(label, seconds, len(name)), SR)
+        return {"uri": p, "label": label, "split": split, "source": source}
+
+    items = [item(f"a{i}.wav", "speech", "A") for i in range(10)] + [
+        item("b.wav", "speech", "B"), item("m.wav", "music", "A"), item("t.wav", "speech", "A", "test")]
+    banks = mixing_banks(items, montage=True)
+    assert "montage" in banks and mixing_banks(items)["montage"] == {}
+    aug = A.AugmentConfig(variants=4, kinds=("montage",))
+    same = {it["uri"] for it in items[:10]}
+    for it in items[:10]:
+        for v, kind, files in copy_plans(it, aug, banks):
+            assert kind == "montage" and 1 <= len(files) <= 7 and set(files) <= same - {it["uri"]}
+    assert copy_plans(items[-1], aug, banks) == []                   # the test split is never augmented
+    rows = list(file_rows(items[0], FeatureConfig(), aug, banks, None))
+    assert [t for t, _, _ in rows] == ["", "1:montage", "2:montage", "3:montage", "4:montage"]
+    cfg = FeatureConfig()
+    assert rows[0][1].n == 3 * SR and all(w.n == cfg.window_samples for _, w, _ in rows[1:])
+    assert all(ix.shape == rows[0][2].shape for _, _, ix in rows)
