@@ -626,3 +626,19 @@ def test_both_networks_on_held_out_sources_are_their_results_files():
     assert t["ensemble_args"][2] == ["--ensemble", "/work/rb18/runs/lso/fold-2/model.pt"] and not t["dirty"]
     assert f"{_pair(t['leave_source_out_timelines']['all'])} against one network's " \
            f"{_pair(one['leave_source_out_timelines']['all'])}" in b
+
+
+def test_ten_second_label_windows_on_the_gtzan_conditions_are_their_results_file():
+    w, base = results("robustness-ema-w10.json"), results("robustness-ema.json")
+    assert w["label_args"] == ["--class-prior", "noise=0.6", "--window-seconds", "10"] and not w["dirty"]
+    assert w["model"] == base["model"] == "/work/rb12/model.pt"
+    b = readme_from("**10 s label windows trade the codecs", 1200)
+    assert_spans(b, w["conditions"])
+    for name in ("Ogg Vorbis ~30 kbit/s", "noise 10 dB"):
+        assert f"{pair(base['conditions'][name]['ours'])} → {pair(w['conditions'][name]['ours'])}" in b, name
+    t, tw = base["conditions"]["telephone"], w["conditions"]["telephone"]
+    assert f"speech {f1(base['conditions'], 'telephone', 'speech')} → {f1(w['conditions'], 'telephone', 'speech')}, " \
+           f"clips {t['clip_accuracy'] * 100:.1f}% → {tw['clip_accuracy'] * 100:.1f}%" in b
+    tl, tl30 = results("lso-timelines-ema-w10.json"), results("robustness-ema-lso.json")
+    assert f"level ({_pair(tl['leave_source_out_timelines']['all'])} against " \
+           f"{_pair(tl30['leave_source_out_timelines']['all'])}, above)" in b
