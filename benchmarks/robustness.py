@@ -87,13 +87,19 @@ def prepare(a) -> tuple[str, np.ndarray]:
     return man, np.concatenate(held)
 
 
-def train(a, manifest: str, extra: list[str]) -> str:
-    feats, model = os.path.join(a.work, "features"), os.path.join(a.work, "model.pt")
+def featurize(a, manifest: str) -> str:
+    """WORK/features (the training features, which the leave-source-out folds share), made unless finished."""
+    feats = os.path.join(a.work, "features")
     if not os.path.exists(os.path.join(feats, "_SUCCESS.json")):
         out, m = run_job("featurize", ["--input", a.data, "--manifest", manifest, "--output", feats,
                                        "--augment", str(a.augment), *a.featurize_args.split()],
                                       os.path.join(a.work, "featurize.log"))
         print(done_line(out, "featurize"), f"({m['wall_s']:.0f} s with start-up)", flush=True)
+    return feats
+
+
+def train(a, manifest: str, extra: list[str]) -> str:
+    feats, model = featurize(a, manifest), os.path.join(a.work, "model.pt")
     if not os.path.exists(model):
         out, m = run_job("train", ["--features", feats, "--output", os.path.join(a.work, "runs"), "--name", "main",
                                    *(extra or DEFAULT_TRAIN)], os.path.join(a.work, "train.log"))
@@ -277,6 +283,8 @@ def main(argv=None) -> int:
     os.makedirs(a.work, exist_ok=True)
     manifest, noise = prepare(a)
     model = a.model or train(a, manifest, extra)
+    if a.model and a.lso_folds:                      # the folds train on WORK/features, made here with --model
+        featurize(a, manifest)
     truth = build_inputs(a, noise)
     res = measure(a, model, truth)
     peer(a, truth, res)
