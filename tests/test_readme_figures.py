@@ -642,3 +642,30 @@ def test_ten_second_label_windows_on_the_gtzan_conditions_are_their_results_file
     tl, tl30 = results("lso-timelines-ema-w10.json"), results("robustness-ema-lso.json")
     assert f"level ({_pair(tl['leave_source_out_timelines']['all'])} against " \
            f"{_pair(tl30['leave_source_out_timelines']['all'])}, above)" in b
+
+
+def test_montage_on_held_out_sources_is_its_results_file():
+    m, o = results("robustness-montage-lso.json"), results("robustness-ema-lso.json")
+    assert "montage" in m["featurize_args"][m["featurize_args"].index("--augment-kinds") + 1] and not m["dirty"]
+    assert m["lso_args"] == o["lso_args"]
+    lm, lo = m["leave_source_out"], o["leave_source_out"]
+    st = results("robustness-stats-lso.json")["leave_source_out"]
+    b = readme_from("**Montage copies (`featurize", 2600)
+    flat = b.replace("music/speech ", "").replace("noise recall ", "").replace("GTZAN unseen ", "")
+    folds = lambda lso: " / ".join(f"{a * 100:.1f}" for a in lso["fold_accuracies"])   # noqa: E731
+    assert f"per fold {folds(lm)}% ({folds(lo)}%)" in b and f"{lm['wall_s']:,.0f} s)" in b
+    assert f"{_three(lm)} ({_three(lo)})" in flat
+    w6, o6, s6 = (x["noise_weight_sweep"]["0.6"] for x in (lm, lo, st))
+    assert f"{_three(w6)} ({_three(o6)}; statistics pooling {_three(s6)})" in flat
+    assert f"at 0.5 {_three(lm['noise_weight_sweep']['0.5'])}" in flat
+    assert lm["noise_weight_sweep"]["0.5"]["corpus_music_speech_accuracy"] >= 0.95
+    for key, label in (("fillets-ng-data-nl (speech)", "speech"), ("qabcs-data(noises) (noise)", "noise")):
+        assert f"{o6['per_source'][key][label]} → {w6['per_source'][key][label]} of {sum(w6['per_source'][key].values())}" in b
+    others = [abs(w6["per_source"][k].get(k.rsplit("(", 1)[1][:-1], 0) - o6["per_source"][k].get(k.rsplit("(", 1)[1][:-1], 0))
+              for k in o6["per_source"] if k not in ("fillets-ng-data-nl (speech)", "qabcs-data(noises) (noise)")]
+    assert max(others) <= 2                                          # "every other source within two clips"
+    tm, to = m["leave_source_out_timelines"], o["leave_source_out_timelines"]
+    assert f"{_pair(tm['all'])} against {_pair(to['all'])}" in b
+    f2m, f2o = tm["per_fold"][2], to["per_fold"][2]
+    assert f"({f2m['music']['f1']:.3f} against {f2o['music']['f1']:.3f}; recall {f2m['music']['recall']:.3f} " \
+           f"against {f2o['music']['recall']:.3f}" in b
