@@ -669,3 +669,24 @@ def test_montage_on_held_out_sources_is_its_results_file():
     f2m, f2o = tm["per_fold"][2], to["per_fold"][2]
     assert f"({f2m['music']['f1']:.3f} against {f2o['music']['f1']:.3f}; recall {f2m['music']['recall']:.3f} " \
            f"against {f2o['music']['recall']:.3f}" in b
+
+
+def test_the_recipe_with_montage_is_its_results_file():
+    m = results("robustness-montage.json")
+    runs = [results("robustness-ema.json")["conditions"], results("robustness-ema-seed1.json")["conditions"]]
+    assert "montage" in m["featurize_args"][-1] and m["label_args"] == ["--class-prior", "noise=0.6"] and not m["dirty"]
+    c = m["conditions"]
+    b = readme_from("The recipe with montage copies (`benchmarks/robustness.py", 1400)
+    assert f"featurize {m['featurize_wall_s']:.0f} s + train {m['train_wall_s']:,.0f} s = " \
+           f"{(m['featurize_wall_s'] + m['train_wall_s']) / 60:.0f} min" in b
+    assert f"best epoch {m['train_test_metrics']['best_epoch']})" in b
+    assert_spans(b, c)
+    best = [k for k in c if all(f1(c, k, "music") > f1(r, k, "music") for r in runs)]
+    below = [k for k in c if all(f1(c, k, "speech") < f1(r, k, "speech") for r in runs)]
+    assert len(best) == 6 and set(below) == {"8 kHz", "MP3 ~32 kbit/s", "telephone", "noise 10 dB"}
+    assert ", ".join(f"{f1(c, k, 'speech'):.3f}" for k in ("8 kHz", "MP3 ~32 kbit/s", "telephone", "noise 10 dB")) in b
+    assert f"as is {f1(c, 'as is', 'music')}, ina's {c['as is']['ina']['music']['f1']:.3f}" in b
+    assert f"{c['as is']['ina']['music']['f1'] - c['as is']['ours']['music']['f1']:.4f} short" in b
+    assert f"the telephone band {f1(c, 'telephone', 'music')})" in b
+    rec = [v["ours"]["speech"]["recall"] for v in c.values()]
+    assert f"speech recall {min(rec):.3f}-{max(rec):.3f}" in b
