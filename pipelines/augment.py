@@ -292,4 +292,5 @@ def augment(x: np.ndarray, sr: int, kind: str, rng: np.random.Generator, other: 
     if kind == "speed":
         f = round(float(np.exp(rng.uniform(np.log(0.7), np.log(1.4)))) * SPEED_STEPS) / SPEED_STEPS
         return speed(x, sr, f), f"speed{f:.3f}"
-    raise ValueError(f"unknown augmentation {kind!r} (known: {KINDS + OPT_IN[:2]}; 'montage' is montage())")
+    raise ValueError(f"unknown augmentation {kind!r} (known: {tuple(k for k in KINDS + OPT_IN if k != 'montage')}; "
+                     f"a montage is montage(), it needs other recordings)")
