@@ -689,4 +689,5 @@ def test_the_recipe_with_montage_is_its_results_file():
     assert f"{c['as is']['ina']['music']['f1'] - c['as is']['ours']['music']['f1']:.4f} short" in b
     assert f"the telephone band {f1(c, 'telephone', 'music')})" in b
     rec = [v["ours"]["speech"]["recall"] for v in c.values()]
-    assert f"speech recall {min(rec):.3f}-{max(rec):.3f}" in b
+    prec = [v["ours"]["speech"]["precision"] for v in c.values()]
+    assert f"speech recall {min(rec):.3f}-{max(rec):.3f} at a precision of {min(prec):.3f}-{max(prec):.3f}" in b
