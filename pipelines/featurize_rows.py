@@ -4,6 +4,7 @@ window through pipelines/windows.py (the labeling job's own windows). featurize_
 
 from __future__ import annotations
 
+import bisect
 import json
 import uuid
 
@@ -33,15 +34,25 @@ def copy_plans(item: dict, aug: AugmentConfig, banks: dict) -> list[tuple[int, s
         pool = [k for k in aug.kinds if k != "over" or (item["label"] == "speech" and banks["music"])]
         kind = str(rng.choice(pool))
         if kind == "montage":
-            same = [u for u in banks.get("montage", {}).get(f"{item['label']}/{item.get('source')}", [])
-                    if u != item["uri"]]
-            pick = rng.choice(len(same), min(MONTAGE_OTHERS, len(same)), replace=False) if same else []
-            plans.append((v, kind, tuple(same[int(i)] for i in pick)))
-            continue
-        bank = [u for u in banks["noise" if kind == "noise" else "music"] if u != item["uri"]] \
-            if kind in ("noise", "over") else []
-        plans.append((v, kind, bank[int(rng.integers(len(bank)))] if bank else None))
+            bank = banks.get("montage", {}).get(f"{item['label']}/{item.get('source')}", [])
+            n, own = _without(bank, item["uri"])
+            pick = rng.choice(n, min(MONTAGE_OTHERS, n), replace=False) if n else []
+            plans.append((v, kind, tuple(bank[int(i) + (i >= own)] for i in pick)))
+        elif kind in ("noise", "over"):
+            bank = banks["noise" if kind == "noise" else "music"]
+            n, own = _without(bank, item["uri"])
+            plans.append((v, kind, bank[(i := int(rng.integers(n))) + (i >= own)] if n else None))
+        else:
+            plans.append((v, kind, None))
     return plans
+
+
+def _without(bank: list[str], uri: str) -> tuple[int, int]:
+    """(how many files the sorted `bank` holds besides `uri`, uri's index or len(bank)): the i-th other file is
+    bank[i + (i >= index)], the draws a copy of the bank without uri would give, without a copy of the bank
+    per file and per copy (which is quadratic in the files of one source)."""
+    j = bisect.bisect_left(bank, uri)
+    return (len(bank) - 1, j) if j < len(bank) and bank[j] == uri else (len(bank), len(bank))
 
 
 def head_of(uri: str | None, cfg: FeatureConfig, s3: S3Options | None, seconds: float) -> np.ndarray | None:
